@@ -1,0 +1,46 @@
+"""keras_bertopt: make keras-hub BERT classifiers smaller and faster inside `model.fit`.
+
+Submodules load lazily, so `import keras_bertopt` is cheap: it imports neither
+TensorFlow, tensorflow_model_optimization nor tensorflow_datasets, and sets
+nothing in the process environment. `keras_bertopt.pruning` (and friends) import
+on first attribute access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "callbacks",
+    "cli",
+    "data",
+    "distribute",
+    "export",
+    "files",
+    "models",
+    "optimizers",
+    "pruning",
+    "quantization",
+    "recipe",
+    "regularizers",
+    "report",
+    "schedules",
+    "selection",
+)
+
+__all__ = list(_SUBMODULES) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'keras_bertopt' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULES))

@@ -1,0 +1,64 @@
+"""Atomic file output: write to a temporary name beside the target, then rename.
+
+Every file keras_bertopt writes (TFLite models, `.keras` checkpoints, reports)
+goes through `atomic_output` so a crash leaves either the old file or the new
+one at `path`, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from typing import Iterator, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike, *, directory: bool = False) -> Iterator[str]:
+    """Yield a temporary path to write to; on success rename it to `path`.
+
+    The temporary name keeps `path`'s extension (Keras insists on `.keras`),
+    lives in the same folder (so the rename is atomic) and is removed if the
+    body raises. With `directory=True` the temporary path is a fresh empty
+    folder that replaces `path` as a whole.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    base = os.path.basename(path)
+    _, ext = os.path.splitext(base)
+    if directory:
+        tmp = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=folder)
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=folder)
+        os.close(fd)
+    try:
+        yield tmp
+        if directory:
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_bytes(path: PathLike, data: bytes) -> str:
+    """Atomically write `data` to `path`; returns the path."""
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    return os.fspath(path)
+
+
+def write_text(path: PathLike, text: str) -> str:
+    """Atomically write UTF-8 `text` to `path`; returns the path."""
+    return write_bytes(path, text.encode("utf-8"))
