@@ -237,23 +237,30 @@ def finetuned_minilm(
     path = finetune_cache_path(steps, sequence_length, batch_size, seed)
     if os.path.isfile(path):
         print(f"finetuned_minilm: loading cached {path}", flush=True)
-        return keras.saving.load_model(path)
-    print(f"finetuned_minilm: fine-tuning ({steps} steps), will cache at {path}", flush=True)
-    model, info = finetune_minilm(steps, sequence_length, batch_size, seed)
-    _save_finetuned(model, info, path)
+        model = keras.saving.load_model(path)
+    else:
+        print(f"finetuned_minilm: fine-tuning ({steps} steps), will cache at {path}", flush=True)
+        model, info = finetune_minilm(steps, sequence_length, batch_size, seed)
+        _save_finetuned(model, info, path)
+    _compile_plain(model)
     return model
 
 
-def _save_finetuned(model: Any, info: dict[str, Any], path: str) -> None:
+def _compile_plain(model: Any) -> None:
+    """Loss + accuracy, default optimizer (keras-hub tasks do not compile on load)."""
     import keras
 
-    from keras_bertopt.files import atomic_output, write_text
-
-    # Drop the training optimizer so the cached file loads without its schedule.
     model.compile(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["sparse_categorical_accuracy"],
     )
+
+
+def _save_finetuned(model: Any, info: dict[str, Any], path: str) -> None:
+    from keras_bertopt.files import atomic_output, write_text
+
+    # Drop the training optimizer so the cached file loads without its schedule.
+    _compile_plain(model)
     with atomic_output(path) as tmp:
         model.save(tmp)
     write_text(os.path.splitext(path)[0] + ".json", json.dumps(info, indent=2) + "\n")
