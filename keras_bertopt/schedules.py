@@ -39,7 +39,9 @@ LearningRate = Union[float, keras.optimizers.schedules.LearningRateSchedule]
 KINDS = ("constant", "linear", "polynomial", "cosine", "exponential", "step", "inverse_sqrt")
 
 
-def _check_number(value: Any, argument: str, *, minimum: float = 0.0, strict: bool = False) -> float:
+def _check_number(
+    value: Any, argument: str, *, minimum: float = 0.0, strict: bool = False
+) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
         raise ValueError(f"`{argument}` must be a real number; got {value!r}")
     if (value <= minimum) if strict else (value < minimum):
