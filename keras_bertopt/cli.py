@@ -1,0 +1,346 @@
+"""The ``keras-bertopt`` command.
+
+```
+keras-bertopt demo [--output DIR]                  # whole recipe, tiny model, offline, < 3 min
+keras-bertopt run CONFIG.yaml [--output DIR] [--set finetune.epochs=1 ...]
+keras-bertopt export MODEL.keras --output X.tflite --quantization int8 [--data demo]
+keras-bertopt evaluate FILE.tflite|FILE.keras --data dev.tsv [--preprocessor MODEL.keras]
+```
+
+Exit status: 0 on success, 2 for bad arguments or a bad config (reported before
+any training), 1 when a stage or command fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+QUANTIZATION_CHOICES = ("none", "float16", "dynamic", "int8")
+
+
+class UsageError(ValueError):
+    """Bad command-line input (exit status 2)."""
+
+
+def _env() -> None:
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+    import yaml
+
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set expects KEY=VALUE (e.g. finetune.epochs=1), got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _fit_verbose(args: argparse.Namespace) -> Any:
+    return 0 if args.quiet else "auto"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from keras_bertopt import recipe
+
+    start = time.perf_counter()
+    report = recipe.run(
+        recipe.demo_config(), output_dir=args.output, log=_log, fit_verbose=_fit_verbose(args)
+    )
+    _print_summary(report)
+    _log(f"[keras-bertopt] demo finished in {time.perf_counter() - start:.1f} s; "
+         f"see {os.path.join(args.output, 'report.md')}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from keras_bertopt import recipe
+
+    overrides = _parse_set(args.set or [])
+    config = recipe.load_config(args.config, overrides)
+    if args.output is None and config.output_dir is None:
+        raise UsageError("no output directory: pass --output DIR or set output_dir in the config")
+    if args.check:
+        _log(f"[keras-bertopt] {args.config}: config is valid")
+        return 0
+    start = time.perf_counter()
+    report = recipe.run(config, output_dir=args.output, log=_log, fit_verbose=_fit_verbose(args))
+    _print_summary(report)
+    _log(f"[keras-bertopt] run finished in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _print_summary(report: dict[str, Any]) -> None:
+    splits = report.get("splits") or []
+    if not splits:
+        return
+    split = splits[0]
+    for item in report.get("models", []):
+        acc = item["metrics"].get(split, {}).get("accuracy")
+        _log(f"  {item['stage']:>9} keras          {item['size_bytes'] / 1e6:8.3f} MB  "
+             f"{split} accuracy {acc:.4f}")
+    for item in report.get("exports", []):
+        acc = item["metrics"].get(split, {}).get("accuracy")
+        _log(f"  {item['stage']:>9} tflite {item['quantization']:<8}{item['size_bytes'] / 1e6:8.3f}"
+             f" MB  {split} accuracy {acc:.4f}")
+
+
+def _load_keras(path: str) -> Any:
+    if not path.endswith(".keras"):
+        raise UsageError(f"MODEL must be a .keras file, got {path!r}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"MODEL {path!r} does not exist")
+    import keras
+
+    from keras_bertopt import pruning, quantization  # noqa: F401  (register custom objects)
+
+    return keras.saving.load_model(path, compile=False)
+
+
+def _read_data(spec: str, args: argparse.Namespace, num_classes: int | None = None):
+    """(texts, labels) from ``demo``, ``demo:SPLIT`` or a TSV/CSV/JSONL file."""
+    from keras_bertopt import data
+
+    if spec == "demo" or spec.startswith("demo:"):
+        split = spec.partition(":")[2] or "validation"
+        if split not in data.DEMO_SIZES:
+            raise UsageError(f"--data demo:SPLIT: SPLIT must be one of {sorted(data.DEMO_SIZES)}")
+        texts, labels = data.demo_examples(split)
+        if args.limit:
+            texts, labels = texts[: args.limit], labels[: args.limit]
+        return texts, labels
+    if not os.path.isfile(spec):
+        raise FileNotFoundError(
+            f"--data {spec!r}: expected 'demo', 'demo:SPLIT' or an existing TSV/CSV/JSONL file"
+        )
+    return data.read_file(spec, args.text_column, args.label_column, num_classes=num_classes,
+                          limit=args.limit)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if not args.output.endswith(".tflite"):
+        raise UsageError(f"--output must end in .tflite, got {args.output!r}")
+    model = _load_keras(args.model)
+    from keras_bertopt import data, export
+
+    representative = None
+    if args.quantization == "int8" and not _is_qat_model(model):
+        if args.data is None:
+            raise UsageError(
+                "--quantization int8 of a float model needs --data (representative examples "
+                "for calibration: 'demo' or a TSV/CSV/JSONL file)"
+            )
+        texts, labels = _read_data(args.data, args)
+        representative = data.from_examples(texts, labels, 32).map(lambda x, y: x).take(
+            args.representative_batches
+        )
+    sequence_length = args.sequence_length or _model_sequence_length(model)
+    start = time.perf_counter()
+    report = export.to_tflite(model, args.output, quantization=args.quantization,
+                              representative_data=representative,
+                              sequence_length=sequence_length)
+    _log(f"[keras-bertopt] wrote {args.output} ({os.path.getsize(args.output) / 1e6:.3f} MB) "
+         f"in {time.perf_counter() - start:.1f} s")
+    _log(str(report))
+    return 0
+
+
+def _is_qat_model(model: Any) -> bool:
+    from keras_bertopt import quantization
+
+    checker = getattr(quantization, "is_quantize_aware", None)
+    if checker is not None:
+        return bool(checker(model))
+    return any("fake_quant" in type(layer).__name__.lower() or "quant" in layer.name
+               for layer in getattr(model, "_flatten_layers", lambda: [])())
+
+
+def _model_sequence_length(model: Any) -> int:
+    preprocessor = getattr(model, "preprocessor", None)
+    length = getattr(preprocessor, "sequence_length", None)
+    if not length:
+        raise UsageError("cannot tell the sequence length of MODEL: pass --sequence-length")
+    return int(length)
+
+
+def _tflite_preprocessor(args: argparse.Namespace) -> Any:
+    source = args.preprocessor
+    if source is None:
+        # A file exported by the recipe: <run>/export/<stage>_<mode>.tflite -> <run>/<stage>/.
+        folder = os.path.dirname(os.path.abspath(args.file))
+        stage = os.path.basename(args.file).split("_")[0]
+        guess = os.path.join(os.path.dirname(folder), stage, "model.keras")
+        if os.path.basename(folder) == "export" and os.path.isfile(guess):
+            source = guess
+        else:
+            raise UsageError(
+                "evaluating a .tflite file needs --preprocessor: a .keras model, a Hugging Face "
+                "checkpoint directory or 'tiny' (the demo vocabulary)"
+            )
+    if source.endswith(".keras"):
+        return _load_keras(source).preprocessor
+    import keras_hub
+
+    from keras_bertopt import models
+
+    length = args.sequence_length or 128
+    if source == "tiny":
+        model = models.build_classifier(models.TinyConfig(), 2, length)
+        return model.preprocessor
+    source = models.check_checkpoint_dir(source)
+    return keras_hub.models.BertTextClassifierPreprocessor.from_preset(
+        source, sequence_length=length
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from keras_bertopt import recipe
+
+    path = args.file
+    if not path.endswith((".tflite", ".keras")):
+        raise UsageError(f"FILE must be a .tflite or .keras file, got {path!r}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"FILE {path!r} does not exist")
+    texts, labels = _read_data(args.data, args)
+    num_classes = max(int(max(labels)) + 1, args.num_classes)
+    start = time.perf_counter()
+    if path.endswith(".tflite"):
+        from keras_bertopt import export
+
+        runner = export.TFLiteClassifier(path, _tflite_preprocessor(args))
+        predicted = np.asarray(runner.predict(texts)["labels"]).reshape(-1)
+    else:
+        from keras_bertopt import data
+
+        model = _load_keras(path)
+        ds = data.from_examples(texts, labels, 64).map(lambda x, y: x)
+        predicted = np.argmax(np.asarray(model.predict(ds, verbose=0)), axis=-1)
+    metrics = recipe.classification_metrics(labels, predicted, num_classes)
+    metrics["seconds"] = time.perf_counter() - start
+    metrics["file"] = path
+    metrics["size_bytes"] = os.path.getsize(path)
+    metrics["gzip_bytes"] = recipe.gzip_size(path)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        _log(f"[keras-bertopt] {path}: accuracy {metrics['accuracy']:.4f}, F1 "
+             f"{metrics['f1']:.4f} on {metrics['examples']} examples "
+             f"({metrics['seconds']:.1f} s); size {metrics['size_bytes'] / 1e6:.3f} MB, "
+             f"gzip {metrics['gzip_bytes'] / 1e6:.3f} MB")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``keras-bertopt`` (sub-commands demo, run, export, evaluate)."""
+    parser = argparse.ArgumentParser(
+        prog="keras-bertopt",
+        description="Fine-tune, prune, quantize and export keras-hub BERT classifiers to TFLite, "
+        "and prove on held-out data that the small file still works.",
+        epilog="Start with `keras-bertopt demo` (offline, tiny model, < 3 minutes on 2 cores). "
+        "Exit status: 0 ok, 2 bad arguments/config, 1 failure.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--quiet", action="store_true", help="no Keras progress bars")
+
+    p = sub.add_parser(
+        "demo", help="run the whole recipe on the built-in tiny model and data (offline)",
+        description="Fine-tune -> prune (50%%) -> QAT -> export TFLite (float32, dynamic, int8, "
+        "QAT int8) -> evaluate, on the built-in tiny BERT and demo data. Writes each stage's "
+        ".keras model, the .tflite files and report.json/report.md/report.png to --output. "
+        "Re-running into the same folder resumes; a folder holding something else is refused.",
+    )
+    p.add_argument("--output", default="keras-bertopt-demo", metavar="DIR",
+                   help="output directory (default: %(default)s)")
+    common(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "run", help="run a recipe config (YAML or JSON)",
+        description="Run the stages of a recipe config. The whole config is validated first "
+        "(unknown keys and wrong types are errors naming the key). See examples/demo.yaml.",
+    )
+    p.add_argument("config", metavar="CONFIG", help="a .yaml/.yml/.json recipe config")
+    p.add_argument("--output", metavar="DIR", help="output directory (overrides output_dir)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set finetune.epochs=1 (repeatable)")
+    p.add_argument("--check", action="store_true", help="only validate the config")
+    common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "export", help="turn a saved .keras classifier into a TFLite file",
+        description="Export a .keras BERT classifier (with its preprocessor) to TFLite, verify "
+        "the file against the Keras model and print the export report.",
+    )
+    p.add_argument("model", metavar="MODEL.keras")
+    p.add_argument("--output", required=True, metavar="X.tflite")
+    p.add_argument("--quantization", choices=QUANTIZATION_CHOICES, default="none",
+                   help="none (float32), float16, dynamic (dynamic-range int8 weights) or int8 "
+                   "(full int8: a QAT model's learned ranges, or calibration on --data)")
+    p.add_argument("--sequence-length", type=int, help="default: the model preprocessor's")
+    p.add_argument("--data", help="representative data for int8 of a float model: 'demo', "
+                   "'demo:SPLIT' or a TSV/CSV/JSONL file")
+    p.add_argument("--representative-batches", type=int, default=8)
+    _data_args(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "evaluate", help="score a .tflite or .keras classifier on a data set",
+        description="Accuracy, F1 and the confusion matrix of a .tflite or .keras classifier on "
+        "raw labelled text. A .tflite file needs the preprocessor (found automatically for "
+        "files in a recipe's export/ folder).",
+    )
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--data", required=True,
+                   help="'demo', 'demo:SPLIT' or a TSV/CSV/JSONL file with text and label columns")
+    p.add_argument("--preprocessor", help="for .tflite: a .keras model, a Hugging Face "
+                   "checkpoint directory or 'tiny'")
+    p.add_argument("--sequence-length", type=int,
+                   help="for --preprocessor directories / 'tiny' (default 128)")
+    p.add_argument("--num-classes", type=int, default=2)
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _data_args(p)
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text-column", default="sentence", help="default: %(default)s")
+    p.add_argument("--label-column", default="label", help="default: %(default)s")
+    p.add_argument("--limit", type=int, help="read at most this many examples")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``keras-bertopt``; returns (and, as a script, exits with) the status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _env()
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:  # bad input, no work done
+        print(f"keras-bertopt {args.command}: error: {err}", file=sys.stderr, flush=True)
+        return 2
+    except Exception as err:  # a stage or command failed
+        print(f"keras-bertopt {args.command}: failed: {type(err).__name__}: {err}",
+              file=sys.stderr, flush=True)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""The recipe's report: ``report.json``, ``report.md`` and ``report.png``.
+
+Built from the recipe's ``state.json`` (see `keras_bertopt.recipe`): per stage
+its wall time, training history and sparsity; per Keras model and per TFLite
+file the accuracy / F1 on each evaluated split, file size and gzip size,
+sparsity, TFLite latency and agreement with the Keras model. The PNG shows
+accuracy against model size for every stage and export mode, and the training
+curves of every training stage. Every file is written through
+`keras_bertopt.files` (temporary name, then rename).
+
+Example:
+
+```python
+import json
+state = json.load(open("runs/demo/state.json"))
+keras_bertopt.report.write_report("runs/demo", state)
+```
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from typing import Any, Mapping
+
+from keras_bertopt import files
+
+REPORT_FILES = ("report.json", "report.md", "report.png")
+
+
+def machine_info() -> dict[str, Any]:
+    """Date, cores, platform and library versions (recorded with every report)."""
+    info: dict[str, Any] = {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    for module in ("tensorflow", "keras", "keras_hub"):
+        try:
+            info[f"{module}_version"] = __import__(module).__version__
+        except ImportError:  # pragma: no cover - all are dependencies
+            info[f"{module}_version"] = None
+    return info
+
+
+def _find_number(obj: Any, *needles: str) -> float | None:
+    """First numeric value in a (nested) mapping whose key contains all `needles`."""
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            k = str(key).lower()
+            if all(n in k for n in needles) and isinstance(value, (int, float)) and not isinstance(
+                value, bool
+            ):
+                return float(value)
+        for value in obj.values():
+            found = _find_number(value, *needles)
+            if found is not None:
+                return found
+    return None
+
+
+def _latency_ms(export_report: Any) -> float | None:
+    ms = _find_number(export_report, "latency", "ms")
+    if ms is not None:
+        return ms
+    seconds = _find_number(export_report, "latency")
+    return None if seconds is None else seconds * 1000.0
+
+
+def _overall_sparsity(report: Any) -> float | None:
+    if isinstance(report, Mapping):
+        for key in ("overall", "overall_sparsity", "sparsity"):
+            value = report.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, Mapping):
+                found = _overall_sparsity(value)
+                if found is not None:
+                    return found
+    return None
+
+
+def build_report(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The report dict (what ``report.json`` holds) from a recipe state.
+
+    Keys: ``machine``, ``config``, ``stages`` (one row per completed stage),
+    ``models`` (Keras models: sizes and metrics per split), ``exports`` (TFLite
+    files: sizes, metrics, agreement, latency), ``splits`` and ``curves``.
+    """
+    stages_state = state.get("stages", {})
+    stages = []
+    for name in state.get("completed", []):
+        result = stages_state.get(name, {})
+        row: dict[str, Any] = {"stage": name, "seconds": result.get("seconds")}
+        history = result.get("history") or {}
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "examples_per_second"):
+            if history.get(key):
+                row[key] = history[key][-1]
+        if "steps" in result:
+            row["steps"] = result["steps"]
+        sparsity = _overall_sparsity(result.get("sparsity"))
+        if sparsity is not None:
+            row["sparsity"] = sparsity
+        stages.append(row)
+
+    prune_sparsity = _overall_sparsity(stages_state.get("prune", {}).get("sparsity"))
+    evaluation = stages_state.get("evaluate", {})
+    models = []
+    for item in evaluation.get("models", []):
+        entry = dict(item)
+        if item["stage"] in ("prune", "qat") and prune_sparsity is not None:
+            entry["sparsity"] = prune_sparsity
+        models.append(entry)
+    exports = []
+    source = evaluation.get("exports") or stages_state.get("export", {}).get("files", [])
+    for item in source:
+        entry = dict(item)
+        export_report = item.get("export_report")
+        entry["latency_ms"] = _latency_ms(export_report)
+        entry["sparsity"] = _overall_sparsity(export_report)
+        exports.append(entry)
+    return {
+        "machine": machine_info(),
+        "config": state.get("config", {}),
+        "completed": list(state.get("completed", [])),
+        "stages": stages,
+        "splits": list(evaluation.get("splits", [])),
+        "models": models,
+        "exports": exports,
+        "curves": list(state.get("curves", [])),
+    }
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, spec)
+    return str(value)
+
+
+def _mb(n: Any) -> str:
+    return "-" if n is None else f"{n / 1e6:.3f}"
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """``report.md``: stage times, then one row per Keras model and TFLite file."""
+    m = report["machine"]
+    lines = [
+        "# keras-bertopt report",
+        "",
+        f"{m['date_utc']} on {m['cpu_count']} cores ({m['platform']}); TensorFlow "
+        f"{m['tensorflow_version']}, Keras {m['keras_version']}, keras-hub "
+        f"{m['keras_hub_version']}.",
+        "",
+        "## Stages",
+        "",
+        "| stage | wall time (s) | steps | final loss | val accuracy | sparsity |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in report["stages"]:
+        lines.append(
+            f"| {row['stage']} | {_fmt(row.get('seconds'), '.1f')} | {_fmt(row.get('steps'), 'd')}"
+            f" | {_fmt(row.get('loss'))} | {_fmt(row.get('val_accuracy'))}"
+            f" | {_fmt(row.get('sparsity'), '.3f')} |"
+        )
+    splits = report["splits"]
+    if report["models"] or report["exports"]:
+        head = ["model", "format", "size (MB)", "gzip (MB)", "sparsity"]
+        for split in splits:
+            head += [f"{split} accuracy", f"{split} F1"]
+        head += ["agreement with Keras", "latency b=1 (ms)"]
+        lines += ["", "## Models and files", "", "| " + " | ".join(head) + " |",
+                  "| " + " | ".join(["---"] + ["---:"] * (len(head) - 1)) + " |"]
+        for item in report["models"]:
+            cells = [item["stage"], "keras", _mb(item.get("size_bytes")),
+                     _mb(item.get("gzip_bytes")), _fmt(item.get("sparsity"), ".3f")]
+            for split in splits:
+                met = item.get("metrics", {}).get(split, {})
+                cells += [_fmt(met.get("accuracy")), _fmt(met.get("f1"))]
+            cells += ["-", "-"]
+            lines.append("| " + " | ".join(cells) + " |")
+        for item in report["exports"]:
+            cells = [item["stage"], f"tflite {item['quantization']}", _mb(item.get("size_bytes")),
+                     _mb(item.get("gzip_bytes")), _fmt(item.get("sparsity"), ".3f")]
+            for split in splits:
+                met = item.get("metrics", {}).get(split, {})
+                cells += [_fmt(met.get("accuracy")), _fmt(met.get("f1"))]
+            agreement = item.get("agreement_with_keras", {})
+            cells.append(_fmt(agreement.get(splits[0]) if splits else None))
+            cells.append(_fmt(item.get("latency_ms"), ".2f"))
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Files: `report.json` (everything above and the training curves), "
+              "`report.png` (accuracy vs size, training curves).", ""]
+    return "\n".join(lines)
+
+
+def render_png(report: Mapping[str, Any], path: str) -> None:
+    """Accuracy vs model size (file and gzip) and the training curves, via matplotlib Agg."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, (ax_size, ax_curve) = plt.subplots(1, 2, figsize=(13, 5))
+    split = report["splits"][0] if report["splits"] else None
+    points = []
+    for item in report["models"]:
+        points.append((f"{item['stage']} (keras)", item, "o"))
+    for item in report["exports"]:
+        points.append((f"{item['stage']} tflite {item['quantization']}", item, "s"))
+    cmap = plt.get_cmap("tab10")
+    plotted = 0
+    for i, (label, item, marker) in enumerate(points):
+        accuracy = item.get("metrics", {}).get(split, {}).get("accuracy") if split else None
+        if accuracy is None or not item.get("size_bytes"):
+            continue
+        color = cmap(i % 10)
+        ax_size.scatter(item["size_bytes"] / 1e6, accuracy, marker=marker, color=color,
+                        s=60, label=label)
+        if item.get("gzip_bytes"):
+            ax_size.scatter(item["gzip_bytes"] / 1e6, accuracy, marker=marker, s=60,
+                            facecolors="none", edgecolors=color)
+        plotted += 1
+    ax_size.set_xscale("log")
+    ax_size.set_xlabel("model size (MB, log scale; hollow = gzip)")
+    ax_size.set_ylabel(f"{split} accuracy" if split else "accuracy")
+    ax_size.set_title("Accuracy vs model size, every stage and export mode")
+    ax_size.grid(True, alpha=0.3)
+    if plotted:
+        ax_size.legend(fontsize=7, loc="best")
+    else:
+        ax_size.text(0.5, 0.5, "no evaluation yet", ha="center", transform=ax_size.transAxes)
+
+    offset = 0
+    curves = report["curves"]
+    stages = []
+    for point in curves:
+        if point["stage"] not in stages:
+            stages.append(point["stage"])
+    ax_acc = ax_curve.twinx()
+    for i, stage in enumerate(stages):
+        pts = [p for p in curves if p["stage"] == stage]
+        steps = [offset + p["step"] for p in pts]
+        color = cmap(i % 10)
+        ax_curve.plot(steps, [p.get("loss") for p in pts], color=color, label=f"{stage} loss")
+        if any("accuracy" in p for p in pts):
+            ax_acc.plot(steps, [p.get("accuracy") for p in pts], color=color, linestyle="--",
+                        label=f"{stage} accuracy")
+        if offset:
+            ax_curve.axvline(offset, color="gray", linewidth=0.8)
+        offset = max(steps) if steps else offset
+    ax_curve.set_xlabel("training step (all stages)")
+    ax_curve.set_ylabel("training loss (solid)")
+    ax_acc.set_ylabel("training accuracy (dashed)")
+    ax_curve.set_title("Training curves")
+    ax_curve.grid(True, alpha=0.3)
+    if stages:
+        ax_curve.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(output_dir: str, state: Mapping[str, Any]) -> list[str]:
+    """Write ``report.json``, ``report.md`` and ``report.png`` into `output_dir`.
+
+    Returns:
+        The three paths written.
+    """
+    if not os.path.isdir(output_dir):
+        raise FileNotFoundError(f"`output_dir` {output_dir!r} is not a directory")
+    report = build_report(state)
+    json_path = os.path.join(output_dir, "report.json")
+    md_path = os.path.join(output_dir, "report.md")
+    png_path = os.path.join(output_dir, "report.png")
+    files.write_text(json_path, json.dumps(report, indent=2) + "\n")
+    files.write_text(md_path, render_markdown(report))
+    with files.atomic_output(png_path) as tmp:
+        render_png(report, tmp)
+    return [json_path, md_path, png_path]

@@ -1,0 +1,241 @@
+"""The recipe: config loading and strict validation, output-dir rules, the report, the stages."""
+
+import json
+import os
+
+import pytest
+
+from keras_bertopt import recipe, report
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_defaults_and_demo_yaml_match_demo_config():
+    assert recipe.load_config(os.path.join(REPO, "examples", "demo.yaml")) == recipe.demo_config()
+    cfg = recipe.load_config({})
+    assert cfg.model.source == "tiny" and cfg.prune.enabled and cfg.qat.enabled
+    assert cfg.finetune.optimizer.clipnorm == 1.0
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"finetune": {"epoch": 1}}, "key 'finetune.epoch' (did you mean 'epochs'?)"),
+        ({"fintune": {}}, "unknown config key 'fintune' (did you mean 'finetune'?)"),
+        ({"finetune": {"optimizer": {"kind": "sgd"}}}, "'finetune.optimizer.kind'"),
+        ({"finetune": {"epochs": "2"}}, "'finetune.epochs': expected an integer, got str"),
+        ({"finetune": {"epochs": 2.0}}, "'finetune.epochs': expected an integer"),
+        ({"prune": {"enabled": 1}}, "'prune.enabled': expected true or false"),
+        ({"prune": {"target_sparsity": "half"}}, "'prune.target_sparsity': expected a number"),
+        ({"prune": {"target_sparsity": 1.0}}, "'prune.target_sparsity': expected a number in"),
+        ({"prune": {"pattern": "block"}}, "'prune.block_shape'"),
+        ({"prune": {"block_shape": [1, 4]}}, "'prune.block_shape': expected null unless"),
+        ({"prune": {"pattern": "n:m", "n": 4, "m": 4}}, "'prune.n'"),
+        ({"prune": {"begin_step": 10, "end_step": 5}}, "'prune.end_step'"),
+        ({"prune": {"include": "(("}}, "'prune.include'"),
+        ({"prune": {"include": [1]}}, "'prune.include'"),
+        ({"export": {"quantization": ["int4"]}}, "'export.quantization[0]': expected one of"),
+        ({"export": {"quantization": "int8"}}, "'export.quantization': expected a list"),
+        ({"export": {"quantization": ["int8", "int8"]}}, "'export.quantization': expected no rep"),
+        ({"evaluate": {"splits": ["dev"]}}, "'evaluate.splits[0]'"),
+        ({"model": {"num_classes": 1}}, "'model.num_classes'"),
+        ({"model": {"tiny": {"hidden_dim": 30, "num_heads": 4}}}, "'model.tiny.hidden_dim'"),
+        ({"model": {"tiny": {"layers": 2}}}, "unknown config key 'model.tiny.layers'"),
+        ({"model": "tiny"}, "'model': expected a mapping of ModelConfig fields"),
+        ({"data": {"source": "files"}}, "'data.train'"),
+        ({"data": {"source": "tfds"}}, "'data.name'"),
+        ({"data": {"train": "x.tsv"}}, "'data.train': expected not set when data.source is 'demo'"),
+        ({"data": {"batch_size": 0}}, "'data.batch_size'"),
+        ({"finetune": {"regularization": {"l1": 0.0}}}, "'finetune.regularization'"),
+        ({"finetune": {"optimizer": {"clipnorm": True}}}, "'finetune.optimizer.clipnorm'"),
+        ({"strategy": "gpu"}, "'strategy'"),
+        ({"seed": None}, "'seed': expected an integer"),
+    ],
+)
+def test_bad_config_names_the_key(raw, message):
+    with pytest.raises(ValueError) as info:
+        recipe.load_config(raw)
+    assert message in str(info.value)
+
+
+def test_numbers_and_nested_dataclasses_are_accepted():
+    cfg = recipe.load_config(
+        {
+            "finetune": {"optimizer": {"peak_learning_rate": 1, "clipnorm": None},
+                         "regularization": {"l2": 1e-4}},
+            "prune": {"pattern": "block", "block_shape": [4, 1]},
+        }
+    )
+    assert cfg.finetune.optimizer.peak_learning_rate == 1.0
+    assert isinstance(cfg.finetune.optimizer.peak_learning_rate, float)
+    assert cfg.finetune.optimizer.clipnorm is None
+    assert cfg.finetune.regularization.l2 == 1e-4
+    assert cfg.prune.block_shape == [4, 1]
+    again = recipe.load_config(cfg)
+    assert again == cfg
+
+
+def test_files_source_paths_resolve_against_the_config_file(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.tsv").write_text("label\tsentence\n1\tgood\n0\tbad\n")
+    (tmp_path / "data" / "dev.tsv").write_text("label\tsentence\n1\tgood\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "data: {source: files, train: data/train.tsv, validation: data/dev.tsv}\n"
+        "output_dir: out\n"
+    )
+    cfg = recipe.load_config(str(config))
+    assert cfg.data.train == str(tmp_path / "data" / "train.tsv")
+    assert cfg.output_dir == str(tmp_path / "out")
+
+    config.write_text("data: {source: files, train: data/missing.tsv}\n")
+    with pytest.raises(FileNotFoundError, match="'data.train'.*missing.tsv"):
+        recipe.load_config(str(config))
+    config.write_text(
+        "data: {source: files, train: data/train.tsv}\nevaluate: {splits: [test]}\n"
+    )
+    with pytest.raises(ValueError, match="'evaluate.splits' asks for 'test' but 'data.test'"):
+        recipe.load_config(str(config))
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        recipe.load_config(str(tmp_path / "nope.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("finetune: [1, 2\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        recipe.load_config(str(bad))
+    listing = tmp_path / "list.json"
+    listing.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="mapping at top level"):
+        recipe.load_config(str(listing))
+    txt = tmp_path / "c.txt"
+    txt.write_text("{}")
+    with pytest.raises(ValueError, match=".yaml, .yml or .json"):
+        recipe.load_config(str(txt))
+    good = tmp_path / "c.json"
+    good.write_text(json.dumps({"finetune": {"epochs": 3}}))
+    assert recipe.load_config(str(good)).finetune.epochs == 3
+
+
+def test_overrides_are_validated_like_the_file():
+    cfg = recipe.load_config({}, {"finetune.epochs": 1, "prune.target_sparsity": 0.8})
+    assert cfg.finetune.epochs == 1 and cfg.prune.target_sparsity == 0.8
+    with pytest.raises(ValueError, match="unknown config key 'prune.sparsity'"):
+        recipe.load_config({}, {"prune.sparsity": 0.8})
+
+
+def test_checkpoint_dir_model_source_is_checked(tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="'model.source'.*model.safetensors, vocab.txt"):
+        recipe.load_config({"model": {"source": str(tmp_path / "ckpt")}})
+
+
+# ----------------------------------------------------------------------------- output dir
+
+
+def test_output_dir_is_resumed_or_refused_never_overwritten(tmp_path):
+    out = tmp_path / "run"
+    cfg = recipe.demo_config(str(out))
+    assert recipe.Recipe(cfg).prepare() == []
+    state = json.loads((out / "state.json").read_text())
+    assert state["completed"] == [] and state["config"]["seed"] == 0
+    assert json.loads((out / "config.json").read_text())["prune"]["target_sparsity"] == 0.5
+
+    # Same config (even from another path): resumes with what was completed.
+    state["completed"] = ["finetune"]
+    (out / "state.json").write_text(json.dumps(state))
+    assert recipe.Recipe(recipe.demo_config(str(out))).prepare() == ["finetune"]
+
+    # A different config: refused, naming what differs; nothing is touched.
+    before = (out / "state.json").read_text()
+    other = recipe.load_config(cfg, {"prune.target_sparsity": 0.8})
+    with pytest.raises(FileExistsError, match="prune.target_sparsity"):
+        recipe.Recipe(other).prepare()
+    assert (out / "state.json").read_text() == before
+
+    # A folder that is not a recipe run: refused.
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="no state.json"):
+        recipe.run(recipe.demo_config(), output_dir=str(foreign))
+    assert (foreign / "keep.txt").read_text() == "mine"
+    assert sorted(os.listdir(foreign)) == ["keep.txt"]
+
+
+def test_output_dir_is_required():
+    with pytest.raises(ValueError, match="`output_dir`"):
+        recipe.run(recipe.demo_config())
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_classification_metrics_by_hand():
+    labels = [1, 1, 1, 0, 0, 0, 1, 0]
+    predicted = [1, 1, 0, 0, 0, 1, 1, 0]
+    m = recipe.classification_metrics(labels, predicted, 2)
+    # tp=3, fp=1, fn=1 for class 1 -> F1 = 6/8; class 0 the same.
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["f1"] == pytest.approx(0.75) and m["f1_macro"] == pytest.approx(0.75)
+    assert m["confusion_matrix"] == [[3, 1], [1, 3]]
+    m3 = recipe.classification_metrics([0, 1, 2, 2], [0, 2, 2, 2], 3)
+    # class 0: F1 1; class 1: 0; class 2: 2*2/(4+1) = 0.8
+    assert m3["f1"] == pytest.approx((1 + 0 + 0.8) / 3)
+    with pytest.raises(ValueError, match="equal length"):
+        recipe.classification_metrics([1], [1, 0], 2)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _fake_state():
+    """A state shaped like the recipe's (numbers made up: this tests the rendering only)."""
+    metrics = {"validation": {"accuracy": 0.9, "f1": 0.89, "examples": 10}}
+    return {
+        "version": 1,
+        "config": {"seed": 0},
+        "completed": ["finetune", "prune", "export", "evaluate"],
+        "curves": [
+            {"stage": "finetune", "step": 1, "loss": 0.7, "accuracy": 0.5},
+            {"stage": "finetune", "step": 10, "loss": 0.3, "accuracy": 0.9},
+            {"stage": "prune", "step": 1, "loss": 0.35, "accuracy": 0.88},
+        ],
+        "stages": {
+            "finetune": {"seconds": 3.0, "steps": 10, "history": {"loss": [0.3],
+                                                                   "val_accuracy": [0.9]}},
+            "prune": {"seconds": 2.0, "steps": 5, "sparsity": {"overall": 0.5}},
+            "export": {"seconds": 1.0, "files": []},
+            "evaluate": {
+                "seconds": 1.0,
+                "splits": ["validation"],
+                "models": [{"stage": "finetune", "size_bytes": 2_000_000, "gzip_bytes": 1_800_000,
+                            "metrics": metrics}],
+                "exports": [{"name": "prune_int8", "stage": "prune", "quantization": "int8",
+                             "size_bytes": 500_000, "gzip_bytes": 300_000, "metrics": metrics,
+                             "agreement_with_keras": {"validation": 0.99},
+                             "export_report": {"latency_ms": 1.5, "sparsity": 0.5}}],
+            },
+        },
+    }
+
+
+def test_report_files(tmp_path):
+    written = report.write_report(str(tmp_path), _fake_state())
+    assert [os.path.basename(p) for p in written] == list(report.REPORT_FILES)
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert [s["stage"] for s in data["stages"]] == ["finetune", "prune", "export", "evaluate"]
+    assert data["stages"][1]["sparsity"] == 0.5
+    assert data["exports"][0]["latency_ms"] == 1.5 and data["exports"][0]["sparsity"] == 0.5
+    assert data["machine"]["cpu_count"] == os.cpu_count()
+    md = (tmp_path / "report.md").read_text()
+    assert "| prune | tflite int8 | 0.500 | 0.300 | 0.500 | 0.9000 | 0.8900 | 0.9900 | 1.50 |" in md
+    assert "| finetune | 3.0 | 10 | 0.3000 | 0.9000 | - |" in md
+    png = (tmp_path / "report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]  # no temporary leftovers
