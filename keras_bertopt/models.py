@@ -22,6 +22,7 @@ model.fit(keras_bertopt.data.demo_dataset("train"), epochs=1)
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Sequence, Union
 
@@ -161,9 +162,17 @@ def build_classifier(
     Returns:
         A `keras_hub.models.BertTextClassifier` whose `fit`/`predict` take raw strings.
 
+    A local directory is read with keras-hub's Hugging Face converter (needs
+    the `safetensors` package); without tokenizer_config.json the vocabulary is
+    lower-cased. `save_hf_checkpoint` writes such a directory.
+
     Raises:
-        ValueError: bad `num_classes` / `sequence_length`.
-        FileNotFoundError: `source` is a path but not a checkpoint directory.
+        ValueError: bad `num_classes` / `sequence_length`, a config.json that is
+            not BERT's, or a name that is neither a directory nor a BERT preset.
+        FileNotFoundError: `source` is a path but not a checkpoint directory
+            (the message names the missing files).
+        ConnectionError: a preset could not be downloaded (no network access);
+            the message names `source` and suggests a local directory.
     """
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}")
@@ -178,19 +187,313 @@ def build_classifier(
             "`source` must be a keras-hub preset name, a Hugging Face checkpoint "
             f"directory or a TinyConfig; got {type(source).__name__}"
         )
-    import keras_hub
-
     source = os.fspath(source)
     if _looks_like_path(source):
-        source = check_checkpoint_dir(source)
-    preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
-        source, sequence_length=sequence_length
-    )
-    return keras_hub.models.BertTextClassifier.from_preset(
+        return _classifier_from_checkpoint_dir(
+            source,
+            num_classes,
+            sequence_length,
+            dropout=dropout,
+            activation=activation,
+            load_weights=load_weights,
+        )
+    return _classifier_from_preset(
         source,
+        num_classes,
+        sequence_length,
+        dropout=dropout,
+        activation=activation,
+        load_weights=load_weights,
+    )
+
+
+def read_checkpoint_config(path: Union[str, os.PathLike[str]]) -> dict[str, Any]:
+    """The `config.json` of a Hugging Face BERT checkpoint directory, validated.
+
+    Raises:
+        FileNotFoundError: `path` is not a checkpoint directory (names the missing files).
+        ValueError: config.json is not JSON, is not a BERT config, or lacks a size field.
+    """
+    path = check_checkpoint_dir(path)
+    config_path = os.path.join(path, "config.json")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config_path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("model_type") != "bert":
+        got = config.get("model_type") if isinstance(config, dict) else type(config).__name__
+        raise ValueError(
+            f'{config_path}: expected a BERT checkpoint ("model_type": "bert"), got {got!r}'
+        )
+    missing = [k for k in _HF_CONFIG_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"{config_path}: missing field(s) {', '.join(missing)}")
+    return config
+
+
+#: config.json fields keras-hub reads to size a BertBackbone.
+_HF_CONFIG_KEYS = (
+    "vocab_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "hidden_size",
+    "intermediate_size",
+    "max_position_embeddings",
+)
+
+
+def _classifier_from_checkpoint_dir(
+    path: str,
+    num_classes: int,
+    sequence_length: int,
+    *,
+    dropout: float,
+    activation: Any,
+    load_weights: bool,
+) -> Any:
+    """keras-hub converts the HF weights (keras_hub/src/utils/transformers/convert_bert.py)."""
+    import keras_hub
+
+    config = read_checkpoint_config(path)
+    if sequence_length > config["max_position_embeddings"]:
+        raise ValueError(
+            f"`sequence_length` {sequence_length} exceeds the checkpoint's "
+            f"max_position_embeddings {config['max_position_embeddings']} ({path})"
+        )
+    if os.path.isfile(os.path.join(path, "tokenizer_config.json")):
+        # keras-hub reads do_lower_case (and the tokenizer class) from it.
+        preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
+            path, sequence_length=sequence_length
+        )
+    else:
+        tokenizer = keras_hub.models.BertTokenizer(
+            vocabulary=os.path.join(path, "vocab.txt"), lowercase=True
+        )
+        preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+            tokenizer, sequence_length=sequence_length
+        )
+    backbone = keras_hub.models.BertBackbone.from_preset(path, load_weights=load_weights)
+    return keras_hub.models.BertTextClassifier(
+        backbone,
         num_classes=num_classes,
         preprocessor=preprocessor,
-        load_weights=load_weights,
         activation=activation,
         dropout=dropout,
     )
+
+
+_REMOTE_PREFIXES = ("kaggle://", "hf://", "modelscope://")
+
+
+def _classifier_from_preset(
+    name: str,
+    num_classes: int,
+    sequence_length: int,
+    *,
+    dropout: float,
+    activation: Any,
+    load_weights: bool,
+) -> Any:
+    import keras_hub
+
+    known = list(keras_hub.models.BertTextClassifier.presets)
+    if name not in known and not name.startswith(_REMOTE_PREFIXES):
+        raise ValueError(
+            f"`source` {name!r} is neither a local checkpoint directory nor a keras-hub BERT "
+            f"preset (known presets: {', '.join(known)}; or a kaggle:// / hf:// handle)"
+        )
+    try:
+        preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
+            name, sequence_length=sequence_length
+        )
+        return keras_hub.models.BertTextClassifier.from_preset(
+            name,
+            num_classes=num_classes,
+            preprocessor=preprocessor,
+            load_weights=load_weights,
+            activation=activation,
+            dropout=dropout,
+        )
+    except OSError as e:  # requests' ConnectionError/Timeout are OSErrors too
+        message = (
+            f"could not load the keras-hub preset `source`={name!r}: presets are downloaded "
+            "from Kaggle / Hugging Face and need network access (or a filled kagglehub "
+            "cache). Offline, pass a local Hugging Face checkpoint directory (config.json, "
+            "model.safetensors, vocab.txt) or a TinyConfig instead. "
+            f"Cause: {type(e).__name__}: {e}"
+        )
+        if isinstance(e, FileNotFoundError):
+            raise FileNotFoundError(message) from e
+        raise ConnectionError(message) from e
+
+
+def _to_numpy(variable: Any) -> Any:
+    import keras
+    import numpy as np
+
+    return np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
+
+
+def hf_state_dict(backbone: Any) -> dict[str, Any]:
+    """A keras-hub `BertBackbone`'s weights as numpy arrays under Hugging Face BERT names.
+
+    The exact inverse of keras-hub's `convert_bert.convert_weights`: kernels are
+    transposed to PyTorch's [out, in] layout and attention kernels flattened
+    over heads. Accepts a task too (uses its `.backbone`).
+    """
+    import numpy as np
+
+    backbone = getattr(backbone, "backbone", backbone)
+    weights: dict[str, Any] = {}
+
+    def put(name: str, value: Any) -> None:
+        weights[name] = np.ascontiguousarray(value)
+
+    put(
+        "embeddings.word_embeddings.weight",
+        _to_numpy(backbone.get_layer("token_embedding").embeddings),
+    )
+    put(
+        "embeddings.position_embeddings.weight",
+        _to_numpy(backbone.get_layer("position_embedding").position_embeddings),
+    )
+    put(
+        "embeddings.token_type_embeddings.weight",
+        _to_numpy(backbone.get_layer("segment_embedding").embeddings),
+    )
+    norm = backbone.get_layer("embeddings_layer_norm")
+    put("embeddings.LayerNorm.weight", _to_numpy(norm.gamma))
+    put("embeddings.LayerNorm.bias", _to_numpy(norm.beta))
+    for i in range(backbone.num_layers):
+        block = backbone.get_layer(f"transformer_layer_{i}")
+        attn = block._self_attention_layer
+        prefix = f"encoder.layer.{i}."
+        for hf_name, dense in (
+            ("attention.self.query", attn.query_dense),
+            ("attention.self.key", attn.key_dense),
+            ("attention.self.value", attn.value_dense),
+        ):
+            kernel = _to_numpy(dense.kernel)  # (hidden, heads, head_dim)
+            put(prefix + hf_name + ".weight", kernel.reshape(kernel.shape[0], -1).T)
+            put(prefix + hf_name + ".bias", _to_numpy(dense.bias).reshape(-1))
+        kernel = _to_numpy(attn.output_dense.kernel)  # (heads, head_dim, hidden)
+        put(prefix + "attention.output.dense.weight", kernel.reshape(-1, kernel.shape[-1]).T)
+        put(prefix + "attention.output.dense.bias", _to_numpy(attn.output_dense.bias))
+        put(
+            prefix + "attention.output.LayerNorm.weight",
+            _to_numpy(block._self_attention_layer_norm.gamma),
+        )
+        put(
+            prefix + "attention.output.LayerNorm.bias",
+            _to_numpy(block._self_attention_layer_norm.beta),
+        )
+        put(
+            prefix + "intermediate.dense.weight",
+            _to_numpy(block._feedforward_intermediate_dense.kernel).T,
+        )
+        put(
+            prefix + "intermediate.dense.bias",
+            _to_numpy(block._feedforward_intermediate_dense.bias),
+        )
+        put(prefix + "output.dense.weight", _to_numpy(block._feedforward_output_dense.kernel).T)
+        put(prefix + "output.dense.bias", _to_numpy(block._feedforward_output_dense.bias))
+        put(prefix + "output.LayerNorm.weight", _to_numpy(block._feedforward_layer_norm.gamma))
+        put(prefix + "output.LayerNorm.bias", _to_numpy(block._feedforward_layer_norm.beta))
+    pooled = backbone.get_layer("pooled_dense")
+    put("pooler.dense.weight", _to_numpy(pooled.kernel).T)
+    put("pooler.dense.bias", _to_numpy(pooled.bias))
+    return weights
+
+
+def save_hf_checkpoint(
+    backbone: Any,
+    vocabulary: Any,
+    directory: Union[str, os.PathLike[str]],
+    *,
+    lowercase: bool | None = None,
+) -> str:
+    """Write a keras-hub BERT as a Hugging Face checkpoint directory.
+
+    The directory holds config.json (``"model_type": "bert"``), model.safetensors
+    (HF parameter names, see `hf_state_dict`), vocab.txt and
+    tokenizer_config.json; `build_classifier(directory, ...)` (and keras-hub's
+    ``from_preset``) read it back with the same weights. It is written
+    atomically (a temporary folder renamed onto `directory`).
+
+    Example:
+
+    ```python
+    model = build_classifier(TinyConfig(), num_classes=2, sequence_length=32)
+    save_hf_checkpoint(model.backbone, model.preprocessor.tokenizer, "tiny_bert_hf")
+    again = build_classifier("tiny_bert_hf", num_classes=2, sequence_length=32)
+    ```
+
+    Args:
+        backbone: a `keras_hub.models.BertBackbone` (or a task holding one).
+        vocabulary: a list of word pieces, a path to a vocab.txt, or a keras-hub
+            `BertTokenizer` (its vocabulary and lowercase setting are used).
+        directory: the folder to create (replaced if it exists).
+        lowercase: the tokenizer's do_lower_case; default: the tokenizer's
+            setting, else True.
+
+    Returns:
+        `directory` as a string.
+    """
+    import keras_hub
+    from safetensors.numpy import save_file
+
+    from keras_bertopt.files import atomic_output
+
+    backbone = getattr(backbone, "backbone", backbone)
+    if not isinstance(backbone, keras_hub.models.BertBackbone):
+        raise ValueError(
+            f"`backbone` must be a keras_hub.models.BertBackbone, got {type(backbone).__name__}"
+        )
+    if hasattr(vocabulary, "get_vocabulary"):
+        if lowercase is None:
+            lowercase = bool(getattr(vocabulary, "lowercase", True))
+        vocab = list(vocabulary.get_vocabulary())
+    elif isinstance(vocabulary, (str, os.PathLike)):
+        with open(vocabulary, encoding="utf-8") as f:
+            vocab = [line.rstrip("\n") for line in f]
+    else:
+        vocab = list(vocabulary)
+    lowercase = True if lowercase is None else lowercase
+    if len(vocab) != backbone.vocabulary_size:
+        raise ValueError(
+            f"`vocabulary` has {len(vocab)} entries but the backbone's vocabulary_size is "
+            f"{backbone.vocabulary_size}"
+        )
+    missing = [t for t in SPECIAL_TOKENS[:4] if t not in vocab]
+    if missing:
+        raise ValueError(f"`vocabulary` lacks the BERT special tokens {missing}")
+    config = {
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "vocab_size": backbone.vocabulary_size,
+        "hidden_size": backbone.hidden_dim,
+        "num_hidden_layers": backbone.num_layers,
+        "num_attention_heads": backbone.num_heads,
+        "intermediate_size": backbone.intermediate_dim,
+        "max_position_embeddings": backbone.max_sequence_length,
+        "type_vocab_size": backbone.num_segments,
+        # keras-hub's BERT uses the tanh approximation of GELU ("gelu_new" in transformers).
+        "hidden_act": "gelu_new",
+        "hidden_dropout_prob": backbone.dropout,
+        "attention_probs_dropout_prob": backbone.dropout,
+        "layer_norm_eps": 1e-12,
+        "initializer_range": 0.02,
+        "pad_token_id": vocab.index("[PAD]"),
+    }
+    tokenizer_config = {"do_lower_case": bool(lowercase), "tokenizer_class": "BertTokenizer"}
+    directory = os.fspath(directory)
+    with atomic_output(directory, directory=True) as tmp:
+        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2)
+        with open(os.path.join(tmp, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump(tokenizer_config, f, indent=2)
+        with open(os.path.join(tmp, "vocab.txt"), "w", encoding="utf-8") as f:
+            f.write("".join(token + "\n" for token in vocab))
+        save_file(hf_state_dict(backbone), os.path.join(tmp, "model.safetensors"))
+    return directory
