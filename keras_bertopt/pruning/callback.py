@@ -1,0 +1,528 @@
+"""`MagnitudePruning`: gradual magnitude pruning of a Keras 3 model inside `model.fit`.
+
+How it is wired (see `masks.py` for the math):
+
+* **State in the model.** When `fit` hands the callback its model
+  (`set_model`, before `on_train_begin`), a small non-trainable `PruningState`
+  layer is attached to the model as the attribute ``_kbo_pruning_state``. It
+  holds one 0/1 mask variable per pruned variable and the pruning step. Being a
+  tracked sub-layer, its variables are part of ``model.weights``, of
+  ``model.save_weights`` files and of ``keras.callbacks.BackupAndRestore``
+  checkpoints, so an interrupted run resumes with the same masks and step.
+  (A ``.keras`` file stores the pruned weights; `keras.saving.load_model`
+  rebuilds the model from its config, which has no pruning state: attach a
+  new `MagnitudePruning` to go on pruning.)
+* **Zeros stay zero after every optimizer step.** Each pruned variable gets a
+  `MaskConstraint` as its ``variable.constraint``. Keras optimizers apply
+  variable constraints right after every update, inside the compiled train
+  step (``BaseOptimizer.apply``), so the mask multiply runs in the traced graph
+  with no Python work per step, under `tf.distribute` strategies as well. Adam's
+  moments of pruned weights may stay non-zero, but the weight is reset to
+  exactly zero after each update, so it never regrows (an existing constraint
+  on the variable is kept and applied first).
+* **Masks change only on schedule steps.** After the ``k``-th training batch
+  (steps count from 1, as tfmot's ``pruning_step``) the callback asks
+  ``schedule(k) -> (should_prune, sparsity)``; when True it recomputes the masks
+  from the current magnitudes (eagerly, NumPy) and zeroes the weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import keras
+import numpy as np
+
+from keras_bertopt.pruning import masks as mask_math
+from keras_bertopt.pruning.schedules import PruningSchedule
+from keras_bertopt.selection import TRANSFORMER_KERNELS, Pattern, select_variables, variable_path
+
+#: Attribute of the model that holds its `PruningState`.
+STATE_ATTR = "_kbo_pruning_state"
+
+PATTERNS = ("unstructured", "block", "n:m")
+SCOPES = ("per_variable", "global")
+
+
+@keras.saving.register_keras_serializable(package="keras_bertopt")
+class MaskConstraint(keras.constraints.Constraint):
+    """Variable constraint ``w -> inner(w) * mask`` applied after every optimizer update.
+
+    Args:
+        mask: the 0/1 mask variable (same shape as the constrained variable).
+        inner: a constraint the variable had before pruning; applied first.
+        mask_path: path of the mask variable (for `get_config`).
+
+    The mask variable itself is not part of the config: a constraint restored
+    from config is unbound until `bind` is called, and raises when applied.
+    """
+
+    def __init__(
+        self, mask: Any = None, inner: Callable | None = None, mask_path: str | None = None
+    ) -> None:
+        self.mask = mask
+        self.inner = inner
+        self.mask_path = mask_path or (variable_path(mask) if mask is not None else None)
+
+    def bind(self, mask: Any) -> MaskConstraint:
+        self.mask = mask
+        self.mask_path = variable_path(mask)
+        return self
+
+    def __call__(self, w: Any) -> Any:
+        if self.inner is not None:
+            w = self.inner(w)
+        if self.mask is None:
+            raise ValueError(
+                f"MaskConstraint for mask {self.mask_path!r} is not bound to a mask "
+                "variable; call `bind(mask_variable)` first"
+            )
+        return w * keras.ops.cast(self.mask, w.dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        inner = None
+        if isinstance(self.inner, keras.constraints.Constraint):
+            inner = keras.saving.serialize_keras_object(self.inner)
+        return {"inner": inner, "mask_path": self.mask_path}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MaskConstraint:
+        inner = config.get("inner")
+        if inner is not None:
+            inner = keras.saving.deserialize_keras_object(inner)
+        return cls(mask=None, inner=inner, mask_path=config.get("mask_path"))
+
+
+def _mask_name(path: str) -> str:
+    return "mask__" + path.replace("/", "__").replace(":", "_")
+
+
+@keras.saving.register_keras_serializable(package="keras_bertopt")
+class PruningState(keras.layers.Layer):
+    """Non-trainable holder of the pruning step and one mask per pruned variable.
+
+    Attached to a model by `MagnitudePruning`; not part of the model's graph.
+    Removed by `strip_pruning`.
+
+    Args:
+        variable_paths: paths of the pruned variables, in selection order.
+        shapes: their shapes.
+        dtypes: their dtypes (float32 when None).
+    """
+
+    def __init__(
+        self,
+        variable_paths: Sequence[str],
+        shapes: Sequence[Sequence[int]],
+        dtypes: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("name", "kbo_pruning_state")
+        super().__init__(trainable=False, **kwargs)
+        self.variable_paths = [str(p) for p in variable_paths]
+        self.shapes = [tuple(int(d) for d in s) for s in shapes]
+        self.dtypes = [str(d) for d in (dtypes or ["float32"] * len(self.shapes))]
+        if not (len(self.variable_paths) == len(self.shapes) == len(self.dtypes)):
+            raise ValueError("`variable_paths`, `shapes` and `dtypes` must have the same length")
+        self.step = self.add_weight(
+            shape=(), dtype="int64", initializer="zeros", trainable=False, name="pruning_step"
+        )
+        masks = [
+            self.add_weight(
+                shape=shape, dtype=dtype, initializer="ones", trainable=False, name=_mask_name(p)
+            )
+            for p, shape, dtype in zip(self.variable_paths, self.shapes, self.dtypes, strict=True)
+        ]
+        # A plain tuple (untracked: add_weight already tracks each variable).
+        object.__setattr__(self, "_masks", tuple(masks))
+        self.built = True
+
+    @property
+    def masks(self) -> tuple[Any, ...]:
+        return self._masks
+
+    def mask_for(self, path: str) -> Any:
+        return self._masks[self.variable_paths.index(path)]
+
+    def call(self, inputs: Any) -> Any:
+        return inputs
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            variable_paths=list(self.variable_paths),
+            shapes=[list(s) for s in self.shapes],
+            dtypes=list(self.dtypes),
+        )
+        return config
+
+
+def get_state(model: Any) -> PruningState | None:
+    """The `PruningState` attached to `model`, or None."""
+    return getattr(model, STATE_ATTR, None)
+
+
+def _attach_state(model: Any, state: PruningState) -> None:
+    tracker = getattr(model, "_tracker", None)
+    relock = tracker is not None and getattr(tracker, "locked", False)
+    if relock:
+        tracker.unlock()
+    try:
+        setattr(model, STATE_ATTR, state)
+    finally:
+        if relock:
+            tracker.lock()
+
+
+def detach_state(model: Any) -> None:
+    """Remove the `PruningState` from `model` (its variables leave ``model.weights``)."""
+    state = get_state(model)
+    if state is None:
+        return
+    tracker = getattr(model, "_tracker", None)
+    if tracker is not None:
+        tracker.untrack(state)
+    object.__delattr__(model, STATE_ATTR)
+
+
+def _reduction_axes_by_variable(model: Any) -> dict[int, tuple[int, ...]]:
+    """id(kernel) -> reduction axes for every EinsumDense kernel in `model`."""
+    out: dict[int, tuple[int, ...]] = {}
+    flatten = getattr(model, "_flatten_layers", None)
+    layers = flatten(include_self=False) if flatten else getattr(model, "layers", [])
+    for layer in layers:
+        if isinstance(layer, keras.layers.EinsumDense):
+            kernel = getattr(layer, "_kernel", None)
+            axes = mask_math.einsum_reduction_axes(getattr(layer, "equation", ""))
+            if kernel is not None and axes is not None:
+                out[id(kernel)] = axes
+    return out
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def _parse_pattern(
+    pattern: str, block_shape: Sequence[int], n_m: Sequence[int]
+) -> tuple[str, tuple[int, int], tuple[int, int]]:
+    if not isinstance(pattern, str):
+        raise ValueError(
+            f"`pattern` must be one of {PATTERNS} or 'N:M' like '2:4', got {pattern!r}"
+        )
+    p = pattern.strip().lower()
+    if p not in PATTERNS:
+        parts = p.split(":")
+        if len(parts) == 2 and all(s.strip().isdigit() for s in parts):
+            n_m = (int(parts[0]), int(parts[1]))
+            p = "n:m"
+        else:
+            raise ValueError(
+                f"`pattern` must be one of {PATTERNS} or 'N:M' like '2:4', got {pattern!r}"
+            )
+    try:
+        bs = tuple(int(d) for d in block_shape)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`block_shape` must be two positive integers, got {block_shape!r}"
+        ) from None
+    if len(bs) != 2 or min(bs) < 1:
+        raise ValueError(f"`block_shape` must be two positive integers, got {block_shape!r}")
+    try:
+        n, m = (int(d) for d in n_m)
+    except (TypeError, ValueError):
+        raise ValueError(f"`n_m` must be two integers (n, m), got {n_m!r}") from None
+    if p == "n:m" and not (1 <= n <= m):
+        raise ValueError(
+            f"n:m pruning keeps n of every m weights and needs 1 <= n <= m; got n={n}, m={m}"
+        )
+    return p, (bs[0], bs[1]), (n, m)
+
+
+@keras.saving.register_keras_serializable(package="keras_bertopt")
+class MagnitudePruning(keras.callbacks.Callback):
+    """Prune the smallest-magnitude weights of a model during `fit`.
+
+    Args:
+        schedule: a callable ``step -> (should_prune, sparsity)`` such as
+            `PolynomialSparsity` or `ConstantSparsity` (tfmot's schedule objects
+            work unchanged). Steps count training batches from 1.
+        include: regex (or list) on ``variable.path`` choosing the variables to
+            prune (via `keras_bertopt.selection.select_variables`); defaults to
+            the transformer kernels (attention q/k/v/output and feed-forward).
+        exclude: regex (or list) removing variables from `include`'s choice.
+        pattern: ``"unstructured"``; ``"block"`` (blocks of `block_shape` on the
+            2-D ``(inputs, outputs)`` view of each kernel: EinsumDense kernels
+            have their summed-over axes flattened into rows, e.g. BERT's query
+            kernel ``(hidden, heads, head_dim)`` is seen as
+            ``(hidden, heads * head_dim)``); or ``"n:m"`` (keep the `n` largest of
+            every `m` consecutive weights along the input/reduction axis, i.e.
+            the ``m`` inputs feeding one output: the layout of TFLite's
+            ``[out, in]`` weights and of NVIDIA 2:4 sparse tensor cores). A string
+            like ``"2:4"`` means ``pattern="n:m", n_m=(2, 4)``. With n:m the
+            sparsity is ``1 - n/m`` at every schedule step whose sparsity is > 0.
+        block_shape: ``(rows, cols)`` of a block for ``pattern="block"``.
+        n_m: ``(n, m)`` for ``pattern="n:m"``.
+        scope: ``"per_variable"`` (each variable reaches the target sparsity)
+            or ``"global"`` (one magnitude threshold across all selected
+            variables; unstructured and block only).
+
+    Pruning ``size`` weights to sparsity ``s`` zeroes exactly ``round(s * size)``
+    of them (blocks: ``round(s * num_blocks)`` blocks), ties broken by index.
+    Masks are applied after every optimizer update inside the train step
+    (through ``variable.constraint``), so pruned weights stay exactly zero.
+    With ``steps_per_execution > 1`` masks are recomputed between executions.
+    Adds ``sparsity`` (the fraction of pruned weights among the selected
+    variables) to the epoch logs.
+
+    Example:
+
+    ```python
+    pruning = keras_bertopt.pruning.MagnitudePruning(
+        schedule=keras_bertopt.pruning.PolynomialSparsity(
+            initial_sparsity=0.0, final_sparsity=0.8, begin_step=0, end_step=2000,
+            frequency=100),
+        include=r"transformer_layer_\\d+/.*/kernel", pattern="unstructured")
+    model.fit(train, epochs=3, callbacks=[pruning])
+    model = keras_bertopt.pruning.strip_pruning(model)
+    print(keras_bertopt.pruning.sparsity_report(model))
+    ```
+
+    Raises:
+        ValueError: before training, for a bad schedule, pattern, block shape
+            or n:m, an `include` matching no variable, or a kernel the block
+            shape / m does not divide.
+    """
+
+    def __init__(
+        self,
+        schedule: Callable[[int], tuple[Any, Any]],
+        include: Pattern = TRANSFORMER_KERNELS,
+        exclude: Pattern = None,
+        pattern: str = "unstructured",
+        block_shape: Sequence[int] = (1, 4),
+        n_m: Sequence[int] = (2, 4),
+        scope: str = "per_variable",
+    ) -> None:
+        super().__init__()
+        if not callable(schedule):
+            raise ValueError(
+                "`schedule` must be a callable step -> (should_prune, sparsity) such as "
+                f"PolynomialSparsity(...); got {schedule!r}"
+            )
+        self.schedule = schedule
+        self.include = include
+        self.exclude = exclude
+        self.pattern, self.block_shape, self.n_m = _parse_pattern(pattern, block_shape, n_m)
+        if scope not in SCOPES:
+            raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}")
+        if scope == "global" and self.pattern == "n:m":
+            raise ValueError(
+                "`scope`='global' needs pattern 'unstructured' or 'block'; n:m groups are local"
+            )
+        self.scope = scope
+        # Fail early on a schedule that does not return (bool, sparsity in [0, 1)).
+        self._evaluate(1)
+        self._variables: list[Any] = []
+        self._views: list[mask_math.KernelView] = []
+        self._state: PruningState | None = None
+        self._step: int | None = None
+        self._last_batch = -1
+        self._sparsity: float | None = None
+
+    # -- schedule ---------------------------------------------------------
+    def _evaluate(self, step: int) -> tuple[bool, float]:
+        try:
+            should, sparsity = self.schedule(step)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"`schedule`({step}) must return (should_prune, sparsity); it raised {err!r}"
+            ) from None
+        should = bool(np.asarray(should))
+        sparsity = float(np.asarray(sparsity))
+        if not 0.0 <= sparsity < 1.0:
+            raise ValueError(
+                f"`schedule`({step}) returned sparsity {sparsity}; it must be in [0, 1)"
+            )
+        return should, sparsity
+
+    # -- model wiring -----------------------------------------------------
+    @property
+    def variables(self) -> list[Any]:
+        """The variables being pruned (after `set_model`)."""
+        return list(self._variables)
+
+    @property
+    def state(self) -> PruningState | None:
+        return self._state
+
+    def set_model(self, model: Any) -> None:
+        super().set_model(model)
+        self._prepare(model)
+
+    def _prepare(self, model: Any) -> None:
+        variables = select_variables(model, self.include, self.exclude, argument="include")
+        not_float = [variable_path(v) for v in variables if "float" not in str(v.dtype)]
+        if not_float:
+            raise ValueError(
+                f"`include` selected non-float variables, which cannot be pruned: {not_float}"
+            )
+        axes = _reduction_axes_by_variable(model)
+        views = [mask_math.kernel_view(v.shape, axes.get(id(v))) for v in variables]
+        for v, view in zip(variables, views, strict=True):
+            if self.pattern == "block":
+                mask_math.check_block_shape(view, self.block_shape, variable_path(v))
+            elif self.pattern == "n:m":
+                mask_math.check_n_m(view, self.n_m[0], self.n_m[1], variable_path(v))
+        paths = [variable_path(v) for v in variables]
+        shapes = [tuple(v.shape) for v in variables]
+        state = get_state(model)
+        if state is not None and (state.variable_paths != paths or state.shapes != shapes):
+            raise ValueError(
+                "the model already carries pruning state for other variables "
+                f"({state.variable_paths[:3]}...); call keras_bertopt.pruning.strip_pruning(model) "
+                "before pruning it with a different `include`/`exclude`"
+            )
+        if state is None:
+            strategy = getattr(model, "distribute_strategy", None)
+            scope = strategy.scope() if strategy is not None else _null_scope()
+            with scope:
+                state = PruningState(paths, shapes, [str(v.dtype) for v in variables])
+            _attach_state(model, state)
+        changed = False
+        for v, mask in zip(variables, state.masks, strict=True):
+            current = v.constraint
+            if isinstance(current, MaskConstraint) and current.mask is mask:
+                continue
+            if isinstance(current, MaskConstraint):
+                current = current.inner
+            v.constraint = MaskConstraint(mask, inner=current)
+            changed = True
+        if changed and getattr(model, "train_function", None) is not None:
+            # A train step traced before the constraints existed would not apply them.
+            model.train_function = None
+        self._variables, self._views, self._state = variables, views, state
+
+    # -- training hooks ----------------------------------------------------
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self._state is None:
+            self._prepare(self.model)
+        # Read the step (and enforce the masks) at the first batch, after every
+        # callback's on_train_begin ran (BackupAndRestore may restore them).
+        self._step = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._last_batch = -1
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self._step is None:
+            self._step = int(_to_numpy(self._state.step))
+            for v, mask in zip(self._variables, self._state.masks, strict=True):
+                v.assign(v * mask)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self._step is None:  # on_train_batch_begin was not called (custom loops)
+            self.on_train_batch_begin(batch)
+        done = batch - self._last_batch if batch > self._last_batch else 1
+        self._last_batch = batch
+        target = None
+        for _ in range(done):
+            self._step += 1
+            should, sparsity = self._evaluate(self._step)
+            if should:
+                target = sparsity
+        self._state.step.assign(self._step)
+        if target is not None:
+            self.update_masks(target)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["sparsity"] = self.current_sparsity()
+
+    # -- masks -------------------------------------------------------------
+    def compute_masks(self, sparsity: float) -> list[np.ndarray]:
+        """Masks for the current weights at `sparsity` (does not assign them)."""
+        weights = [_to_numpy(v) for v in self._variables]
+        if sparsity <= 0.0:
+            return [np.ones(w.shape, dtype=w.dtype) for w in weights]
+        if self.pattern == "n:m":
+            n, m = self.n_m
+            return [
+                mask_math.n_m_mask(w, n, m, view)
+                for w, view in zip(weights, self._views, strict=True)
+            ]
+        block = self.block_shape if self.pattern == "block" else None
+        if self.scope == "global":
+            return mask_math.global_masks(weights, sparsity, block, self._views)
+        if block is None:
+            return [mask_math.magnitude_mask(w, sparsity) for w in weights]
+        return [
+            mask_math.block_mask(w, sparsity, block, view)
+            for w, view in zip(weights, self._views, strict=True)
+        ]
+
+    def update_masks(self, sparsity: float) -> None:
+        """Recompute the masks at `sparsity` from the current magnitudes and zero the weights."""
+        if self._state is None:
+            raise ValueError("`update_masks` needs a model: call `set_model(model)` first")
+        new_masks = self.compute_masks(sparsity)
+        zeros = total = 0
+        for v, mask_var, mask in zip(self._variables, self._state.masks, new_masks, strict=True):
+            mask_var.assign(mask)
+            v.assign(v * mask_var)
+            zeros += int(mask.size - np.count_nonzero(mask))
+            total += int(mask.size)
+        self._sparsity = zeros / max(total, 1)
+
+    def current_sparsity(self) -> float:
+        """Fraction of pruned weights among the selected variables (from the masks)."""
+        if self._state is None:
+            return 0.0
+        if self._sparsity is None:
+            zeros = total = 0
+            for mask_var in self._state.masks:
+                mask = _to_numpy(mask_var)
+                zeros += int(mask.size - np.count_nonzero(mask))
+                total += int(mask.size)
+            self._sparsity = zeros / max(total, 1)
+        return self._sparsity
+
+    def get_config(self) -> dict[str, Any]:
+        if isinstance(self.schedule, PruningSchedule):
+            schedule = keras.saving.serialize_keras_object(self.schedule)
+        else:
+            raise ValueError(
+                f"`schedule` {self.schedule!r} is not a keras_bertopt schedule and cannot be "
+                "serialized; use PolynomialSparsity or ConstantSparsity"
+            )
+        return {
+            "schedule": schedule,
+            "include": _pattern_config(self.include),
+            "exclude": _pattern_config(self.exclude),
+            "pattern": self.pattern,
+            "block_shape": list(self.block_shape),
+            "n_m": list(self.n_m),
+            "scope": self.scope,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MagnitudePruning:
+        config = dict(config)
+        config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
+        return cls(**config)
+
+
+def _pattern_config(pattern: Pattern) -> Any:
+    if pattern is None or isinstance(pattern, str):
+        return pattern
+    if hasattr(pattern, "pattern"):
+        return pattern.pattern
+    return [p.pattern if hasattr(p, "pattern") else p for p in pattern]
+
+
+class _null_scope:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
