@@ -7,29 +7,71 @@ a keras-hub classifier carrying its preprocessor tokenizes them inside `fit`.
   learnable by `models.TinyConfig()` in a few hundred steps, with no download.
 * `load_file`: a local TSV / CSV / JSON-lines file with named text and label
   columns (`read_file` gives the same examples as Python lists).
+* `load_glue`: GLUE tasks through tensorflow_datasets (imported only when called).
+* `length_report`: token-length percentiles and truncation per candidate
+  `sequence_length`, to pick the length from data.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import random
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, Sequence, Union
 
 from keras_bertopt.models import SPECIAL_TOKENS
 
 _POSITIVE = (
-    "good", "great", "excellent", "fun", "loved", "wonderful", "best", "enjoyable",
-    "brilliant", "charming", "moving", "delightful",
+    "good",
+    "great",
+    "excellent",
+    "fun",
+    "loved",
+    "wonderful",
+    "best",
+    "enjoyable",
+    "brilliant",
+    "charming",
+    "moving",
+    "delightful",
 )
 _NEGATIVE = (
-    "bad", "awful", "boring", "terrible", "hated", "worst", "dull", "poor",
-    "weak", "tedious", "mess", "painful",
+    "bad",
+    "awful",
+    "boring",
+    "terrible",
+    "hated",
+    "worst",
+    "dull",
+    "poor",
+    "weak",
+    "tedious",
+    "mess",
+    "painful",
 )
 _NEUTRAL = (
-    "the", "movie", "film", "plot", "acting", "was", "is", "a", "and", "story",
-    "really", "quite", "it", "this", "cast", "ending", "script", "very", "of", "an",
+    "the",
+    "movie",
+    "film",
+    "plot",
+    "acting",
+    "was",
+    "is",
+    "a",
+    "and",
+    "story",
+    "really",
+    "quite",
+    "it",
+    "this",
+    "cast",
+    "ending",
+    "script",
+    "very",
+    "of",
+    "an",
 )
 _NEGATORS = ("not",)
 
@@ -170,8 +212,7 @@ def _iter_rows(
                     raise ValueError(f"{path}, line {number}: not valid JSON ({e.msg})") from None
                 if not isinstance(row, dict):
                     raise ValueError(
-                        f"{path}, line {number}: expected a JSON object, got "
-                        f"{type(row).__name__}"
+                        f"{path}, line {number}: expected a JSON object, got {type(row).__name__}"
                     )
                 seen = True
                 yield number, row
@@ -323,3 +364,342 @@ def load_file(
         path, text_columns, label_column, format=format, num_classes=num_classes, limit=limit
     )
     return from_examples(texts, labels, batch_size, shuffle=shuffle, seed=seed)
+
+
+# --------------------------------------------------------------------------------------
+# GLUE through tensorflow_datasets
+# --------------------------------------------------------------------------------------
+
+#: GLUE tasks in tfds: (text feature names, number of classes; None for regression).
+GLUE_TASKS: dict[str, tuple[tuple[str, ...], int | None]] = {
+    "cola": (("sentence",), 2),
+    "sst2": (("sentence",), 2),
+    "mrpc": (("sentence1", "sentence2"), 2),
+    "qqp": (("question1", "question2"), 2),
+    "stsb": (("sentence1", "sentence2"), None),
+    "mnli": (("premise", "hypothesis"), 3),
+    "mnli_matched": (("premise", "hypothesis"), 3),
+    "mnli_mismatched": (("premise", "hypothesis"), 3),
+    "qnli": (("question", "sentence"), 2),
+    "rte": (("sentence1", "sentence2"), 2),
+    "wnli": (("sentence1", "sentence2"), 2),
+    "ax": (("premise", "hypothesis"), 3),
+}
+
+_GLUE_SPLITS = {
+    "mnli": (
+        "train",
+        "validation_matched",
+        "validation_mismatched",
+        "test_matched",
+        "test_mismatched",
+    ),
+    "mnli_matched": ("validation", "test"),
+    "mnli_mismatched": ("validation", "test"),
+    "ax": ("test",),
+}
+
+
+def glue_task(task: str) -> tuple[tuple[str, ...], int | None]:
+    """(text feature names, num_classes) of a GLUE task ("sst2" or "glue/sst2")."""
+    name = task[len("glue/") :] if task.startswith("glue/") else task
+    if name not in GLUE_TASKS:
+        raise ValueError(
+            f"`task` must be one of {sorted(GLUE_TASKS)} (optionally 'glue/...'), got {task!r}"
+        )
+    return GLUE_TASKS[name]
+
+
+def _check_glue_split(name: str, split: str) -> None:
+    known = _GLUE_SPLITS.get(name, ("train", "validation", "test"))
+    for part in split.split("+"):
+        base = part.split("[", 1)[0].strip()
+        if base not in known:
+            raise ValueError(
+                f"`split` {split!r}: {base!r} is not a split of glue/{name} (one of {known}; "
+                "tfds slicing such as 'train[:10%]' and '+' are allowed)"
+            )
+
+
+def load_glue(
+    task: str,
+    split: str = "train",
+    batch_size: int = 32,
+    *,
+    data_dir: str | None = None,
+    download: bool = True,
+    shuffle: bool | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+) -> Any:
+    """A GLUE task from tensorflow_datasets as a batched dataset of (features, label).
+
+    Single-sentence tasks (cola, sst2) give a string per example; sentence-pair
+    tasks (mrpc, qqp, stsb, mnli, qnli, rte, wnli, ax) give a tuple of two
+    strings, which keras-hub's `BertTextClassifierPreprocessor` packs as
+    ``[CLS] a [SEP] b [SEP]``. Labels are int32 class ids (float32 scores for
+    stsb); GLUE test splits carry label -1.
+
+    Example:
+
+    ```python
+    train = keras_bertopt.data.load_glue("mrpc", "train", batch_size=32)
+    model = keras_bertopt.models.build_classifier(SOURCE, num_classes=2)
+    model.fit(train, validation_data=keras_bertopt.data.load_glue("mrpc", "validation"))
+    ```
+
+    tensorflow_datasets downloads GLUE on first use (it needs network access);
+    offline, pass the `data_dir` of an already prepared copy with
+    `download=False`, or use `load_file` on TSV files.
+
+    Args:
+        task: a key of `GLUE_TASKS`, with or without the "glue/" prefix.
+        split: a tfds split ("train", "validation", "validation_matched" for
+            mnli, ...), slicing such as "train[:10%]" allowed.
+        batch_size: examples per batch.
+        data_dir, download: passed to `tfds.load`.
+        shuffle: shuffle examples (default: only for splits starting with "train").
+        seed: shuffle seed.
+        limit: keep only the first `limit` examples.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"`limit` must be a positive integer or None, got {limit!r}")
+    if not isinstance(split, str) or not split:
+        raise ValueError(f"`split` must be a non-empty string, got {split!r}")
+    columns, num_classes = glue_task(task)
+    name = task[len("glue/") :] if task.startswith("glue/") else task
+    _check_glue_split(name, split)
+    shuffle = split.startswith("train") if shuffle is None else shuffle
+
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    try:
+        ds = tfds.load(f"glue/{name}", split=split, data_dir=data_dir, download=download)
+    except (OSError, ImportError, AssertionError) as e:
+        message = (
+            f"could not load tfds dataset glue/{name} split {split!r} (data_dir={data_dir!r}, "
+            f"download={download}): tensorflow_datasets downloads GLUE from the internet on "
+            "first use, which needs network access (and tfds's download dependencies). "
+            "Offline, prepare it on a machine with network access and pass its `data_dir` "
+            "with download=False, or read TSV files with keras_bertopt.data.load_file. "
+            f"Cause: {type(e).__name__}: {e}"
+        )
+        if isinstance(e, ImportError):
+            raise ImportError(message) from e
+        if isinstance(e, AssertionError):
+            raise FileNotFoundError(message) from e
+        raise ConnectionError(message) from e
+    label_dtype = tf.float32 if num_classes is None else tf.int32
+
+    def to_pair(example: dict[str, Any]) -> tuple[Any, Any]:
+        texts = tuple(example[c] for c in columns)
+        features = texts[0] if len(texts) == 1 else texts
+        return features, tf.cast(example["label"], label_dtype)
+
+    if limit is not None:
+        ds = ds.take(limit)
+    ds = ds.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE)
+    if shuffle:
+        ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+# --------------------------------------------------------------------------------------
+# Token lengths: pick `sequence_length` from data
+# --------------------------------------------------------------------------------------
+
+#: Percentiles `length_report` reports.
+LENGTH_PERCENTILES = (50, 90, 95, 99)
+
+
+@dataclasses.dataclass
+class LengthReport:
+    """Token lengths of a text set (special tokens included) and truncation per length.
+
+    Attributes:
+        count: number of examples.
+        segments: texts per example (1, or 2 for sentence pairs).
+        special_tokens: special tokens added per example ([CLS] + one [SEP] per segment).
+        mean: mean length.
+        percentiles: {percentile: length}, for 50/90/95/99 and "max".
+        truncated: {sequence_length: share of examples longer than it}.
+    """
+
+    count: int
+    segments: int
+    special_tokens: int
+    mean: float
+    percentiles: dict[Any, int]
+    truncated: dict[int, float]
+
+    def suggest(self, max_truncated: float = 0.01) -> int | None:
+        """The smallest candidate length truncating at most `max_truncated` of examples."""
+        for length in sorted(self.truncated):
+            if self.truncated[length] <= max_truncated:
+                return length
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (keys as strings)."""
+        return {
+            "count": self.count,
+            "segments": self.segments,
+            "special_tokens": self.special_tokens,
+            "mean": round(self.mean, 2),
+            "percentiles": {
+                f"p{k}" if k != "max" else "max": v for k, v in self.percentiles.items()
+            },
+            "truncated_share": {str(k): round(v, 6) for k, v in self.truncated.items()},
+            "suggested_sequence_length_1pct": self.suggest(0.01),
+        }
+
+    def __str__(self) -> str:
+        pct = ", ".join(
+            f"{'p' + str(k) if k != 'max' else 'max'} {v}" for k, v in self.percentiles.items()
+        )
+        lines = [
+            f"{self.count} examples, tokens incl. {self.special_tokens} special: "
+            f"mean {self.mean:.1f}, {pct}",
+            "sequence_length  truncated",
+        ]
+        for length, share in sorted(self.truncated.items()):
+            lines.append(f"{length:>15}  {100 * share:8.2f}%")
+        return "\n".join(lines)
+
+
+def _collect_texts(data: Any) -> list[list[str]]:
+    """Texts as segment columns: [[a0, a1, ...]] or [[a...], [b...]] for pairs."""
+    import tensorflow as tf
+
+    def as_list(x: Any) -> list[str]:
+        if isinstance(x, str):
+            return [x]
+        if isinstance(x, bytes):
+            return [x.decode("utf-8")]
+        if isinstance(x, (tf.Tensor, tf.RaggedTensor)) or hasattr(x, "numpy"):
+            arr = x.numpy()
+            arr = arr.reshape(-1) if hasattr(arr, "reshape") else [arr]
+            return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr]
+        raise ValueError(f"`texts_or_dataset` holds {type(x).__name__}, expected strings")
+
+    if isinstance(data, tf.data.Dataset):
+        columns: list[list[str]] | None = None
+        for element in data:
+            features = (
+                element[0]
+                if isinstance(element, tuple)
+                and len(element) == 2
+                and (
+                    not isinstance(element[1], (str, bytes))
+                    and getattr(element[1], "dtype", tf.string) != tf.string
+                )
+                else element
+            )
+            if isinstance(features, dict):
+                raise ValueError(
+                    "`texts_or_dataset` yields dicts (already preprocessed?); pass raw texts"
+                )
+            parts = list(features) if isinstance(features, tuple) else [features]
+            if columns is None:
+                columns = [[] for _ in parts]
+            if len(parts) != len(columns):
+                raise ValueError("`texts_or_dataset` mixes single texts and text pairs")
+            for column, part in zip(columns, parts, strict=True):
+                column.extend(as_list(part))
+        if not columns:
+            raise ValueError("`texts_or_dataset` is empty")
+        return columns
+    if isinstance(data, str):
+        raise ValueError("`texts_or_dataset` must be a list of texts, not one string")
+    if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], str):
+        columns = [list(map(str, data[0])), list(map(str, data[1]))]
+        if len(columns[0]) != len(columns[1]):
+            raise ValueError("`texts_or_dataset`: the two text lists differ in length")
+    else:
+        items = list(data)
+        if items and all(isinstance(t, (tuple, list)) and len(t) == 2 for t in items):
+            columns = [[str(t[0]) for t in items], [str(t[1]) for t in items]]
+        else:
+            columns = [[t.decode("utf-8") if isinstance(t, bytes) else t for t in items]]
+            if not all(isinstance(t, str) for t in columns[0]):
+                raise ValueError("`texts_or_dataset` must hold strings (or pairs of strings)")
+    if not columns[0]:
+        raise ValueError("`texts_or_dataset` is empty")
+    return columns
+
+
+def _token_counts(tokenizer: Any, texts: list[str], batch_size: int = 2048) -> Any:
+    import numpy as np
+    import tensorflow as tf
+
+    counts = []
+    for start in range(0, len(texts), batch_size):
+        ids = tokenizer(tf.constant(texts[start : start + batch_size]))
+        if isinstance(ids, tf.RaggedTensor):
+            counts.append(ids.row_lengths().numpy())
+        elif isinstance(ids, list):  # keras-hub tokenizers return lists in eager mode
+            counts.append(np.array([len(row) for row in ids], dtype=np.int64))
+        else:  # a dense result means the tokenizer pads to a fixed length
+            raise ValueError(
+                "the tokenizer returned padded ids: pass a tokenizer without `sequence_length`"
+            )
+    return np.concatenate(counts).astype(np.int64)
+
+
+def length_report(
+    texts_or_dataset: Any,
+    preprocessor_or_tokenizer: Any,
+    candidates: Sequence[int] = (32, 64, 128, 256, 512),
+) -> LengthReport:
+    """Token-length percentiles and the share of examples each `sequence_length` would truncate.
+
+    Lengths count the special tokens the BERT preprocessor adds ([CLS] and a
+    [SEP] after each segment: 2 for single texts, 3 for pairs), so an example
+    is truncated at `sequence_length` L exactly when its length is > L.
+
+    Example:
+
+    ```python
+    texts, _ = keras_bertopt.data.read_file("sst2/train.tsv", "sentence", "label")
+    report = keras_bertopt.data.length_report(texts, model.preprocessor)
+    print(report)            # percentiles + truncated share per candidate length
+    report.suggest(0.01)     # smallest candidate truncating <= 1% of examples
+    ```
+
+    Args:
+        texts_or_dataset: a list of strings, a list of string pairs, a tuple of
+            two lists, or a tf.data.Dataset of texts or (texts, label) batches.
+        preprocessor_or_tokenizer: a keras-hub text classifier preprocessor
+            (its `.tokenizer` is used) or a tokenizer returning ragged ids.
+        candidates: sequence lengths to report the truncated share of.
+    """
+    tokenizer = getattr(preprocessor_or_tokenizer, "tokenizer", preprocessor_or_tokenizer)
+    if not callable(tokenizer):
+        raise ValueError(
+            "`preprocessor_or_tokenizer` must be a keras-hub preprocessor or tokenizer, got "
+            f"{type(preprocessor_or_tokenizer).__name__}"
+        )
+    candidates = sorted(set(candidates))
+    if not candidates or not all(isinstance(c, int) and c >= 1 for c in candidates):
+        raise ValueError(f"`candidates` must be positive integers, got {candidates!r}")
+    import numpy as np
+
+    columns = _collect_texts(texts_or_dataset)
+    special = 1 + len(columns)
+    lengths = sum(_token_counts(tokenizer, column) for column in columns) + special
+    percentiles: dict[Any, int] = {
+        p: int(np.percentile(lengths, p, method="higher")) for p in LENGTH_PERCENTILES
+    }
+    percentiles["max"] = int(lengths.max())
+    truncated = {c: float(np.mean(lengths > c)) for c in candidates}
+    return LengthReport(
+        count=int(lengths.size),
+        segments=len(columns),
+        special_tokens=special,
+        mean=float(lengths.mean()),
+        percentiles=percentiles,
+        truncated=truncated,
+    )
