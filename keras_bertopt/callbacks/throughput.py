@@ -1,0 +1,286 @@
+"""`Throughput`: examples/s and real (unpadded) tokens/s during `fit`."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_bertopt.callbacks._summary import ScalarWriter, check_every
+
+
+@keras.saving.register_keras_serializable(package="keras_bertopt")
+class Throughput(keras.callbacks.Callback):
+    """Logs ``examples_per_second`` and ``tokens_per_second`` of training.
+
+    Rates are wall-clock over the training steps of each epoch (from the end of
+    the last skipped step, or the epoch start, to the end of its last step; the
+    validation pass is not counted). The first `warmup_steps` steps of `fit`
+    (tracing and compilation) are left out; how many is in `skipped_steps` and
+    printed once.
+
+    Examples are counted exactly from the loss tracker Keras keeps (its count is
+    the number of examples seen). Tokens are the real ones: the sum of the
+    `padding_mask` the preprocessor produces, not batch x padded length. A
+    keras-hub task runs its preprocessor inside the `tf.data` pipeline that
+    `fit` builds, out of a callback's sight, so tokens are counted by passing the
+    training dataset through `count_tokens` before `fit` (it returns the same
+    batches; each batch's token count goes through a queue that the callback
+    reads in step order, so prefetching does not skew it). Without it,
+    ``tokens_per_second`` is NaN.
+
+    Example:
+
+    ```python
+    import keras, keras_bertopt as kb
+
+    model = kb.models.build_classifier(kb.models.TinyConfig(), 2, 32)
+    model.compile(optimizer="adamw",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    throughput = kb.callbacks.Throughput(warmup_steps=3)
+    train = throughput.count_tokens(kb.data.demo_dataset("train"), model)
+    history = model.fit(train, epochs=2, callbacks=[throughput])
+    history.history["tokens_per_second"], history.history["examples_per_second"]
+    ```
+
+    Args:
+        warmup_steps: steps at the start of `fit` left out of the rates.
+        every_n_steps: also log into the batch logs every N steps (rates over
+            those N steps).
+        log_dir: optional TensorBoard directory.
+        verbose: print how many steps were skipped (once per `fit`).
+        mask_key: the feature holding the padding mask.
+    """
+
+    def __init__(
+        self,
+        warmup_steps: int = 3,
+        every_n_steps: int | None = None,
+        log_dir: str | None = None,
+        verbose: int = 1,
+        mask_key: str = "padding_mask",
+    ) -> None:
+        super().__init__()
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"`warmup_steps` must be an integer >= 0, got {warmup_steps!r}")
+        if not isinstance(mask_key, str) or not mask_key:
+            raise ValueError(f"`mask_key` must be a feature name, got {mask_key!r}")
+        self.warmup_steps = warmup_steps
+        self.every_n_steps = check_every(every_n_steps, "every_n_steps")
+        self._writer = ScalarWriter(log_dir)
+        self.log_dir = self._writer.log_dir
+        self.verbose = verbose
+        self.mask_key = mask_key
+        self._queue: Any = None
+        self._buffer: list[tuple[int, int, int]] = []
+        self.skipped_steps = 0
+        #: per epoch: the logged rates and the measured steps, examples, tokens, seconds.
+        self.epoch_rates: list[dict[str, Any]] = []
+
+    # ---- the token counter in the input pipeline -------------------------------------------
+    def count_tokens(self, dataset: Any, preprocessor: Any = None) -> Any:
+        """`dataset` unchanged, with each batch's example and real-token count recorded.
+
+        Args:
+            dataset: a batched `tf.data.Dataset` of ``(x, y)``, ``(x, y, w)`` or
+                ``x`` as passed to `fit`.
+            preprocessor: how to get the padding mask when `x` is raw data: a
+                keras-hub task (its `preprocessor` is used) or a preprocessor
+                layer. Not needed when `x` already is a dict holding `mask_key`.
+
+        Raises:
+            ValueError: `dataset` is not a `tf.data.Dataset`, or its features
+                hold no `mask_key` and no preprocessor was given.
+        """
+        import tensorflow as tf
+
+        if not isinstance(dataset, tf.data.Dataset):
+            raise ValueError(
+                f"`dataset` must be a batched tf.data.Dataset, got {type(dataset).__name__}"
+            )
+        if preprocessor is not None and not callable(preprocessor):
+            raise ValueError(
+                "`preprocessor` must be a keras-hub task or preprocessor layer, got "
+                f"{type(preprocessor).__name__}"
+            )
+        layer = getattr(preprocessor, "preprocessor", None) or preprocessor
+        if self._queue is None:
+            self._queue = tf.queue.FIFOQueue(
+                capacity=1 << 20, dtypes=[tf.int64] * 3, shapes=[[], [], []]
+            )
+        queue = self._queue
+        mask_key = self.mask_key
+
+        def record(index: Any, element: Any) -> Any:
+            x = element[0] if isinstance(element, tuple) else element
+            if isinstance(x, dict) and mask_key in x:
+                mask = x[mask_key]
+            elif layer is not None:
+                features = layer(x)
+                if isinstance(features, tuple):
+                    features = features[0]
+                if not isinstance(features, dict) or mask_key not in features:
+                    raise ValueError(
+                        f"`preprocessor` output has no {mask_key!r} feature to count tokens from"
+                    )
+                mask = features[mask_key]
+            else:
+                raise ValueError(
+                    f"`dataset` features have no {mask_key!r}; pass `preprocessor` (the "
+                    "keras-hub task or its preprocessor) so tokens can be counted"
+                )
+            mask = tf.cast(mask, tf.int64)
+            enqueue = queue.enqueue(
+                [index, tf.shape(mask, out_type=tf.int64)[0], tf.reduce_sum(mask)]
+            )
+            with tf.control_dependencies([enqueue]):
+                return tf.nest.map_structure(tf.identity, element)
+
+        return dataset.enumerate().map(record)
+
+    def _drain(self, steps: int) -> tuple[int, int | None]:
+        """Examples and tokens of the next `steps` training steps (tokens None if unknown)."""
+        if self._queue is None:
+            count = self._examples_seen()
+            examples = count - self._count_at_drain
+            self._count_at_drain = count
+            return examples, None
+        available = int(self._queue.size())
+        if available:
+            index, examples, tokens = (
+                np.asarray(t) for t in self._queue.dequeue_many(available)
+            )
+            self._buffer.extend(
+                zip(index.tolist(), examples.tolist(), tokens.tolist(), strict=True)
+            )
+            # Index 0 starts a new pass of the dataset (a new iterator): batches
+            # still queued from an older pass (e.g. the one Keras reads to build a
+            # model under a distribution strategy) were never trained on.
+            starts = [i for i, entry in enumerate(self._buffer) if entry[0] == 0]
+            if starts:
+                self._buffer = self._buffer[starts[-1]:]
+        taken, self._buffer = self._buffer[:steps], self._buffer[steps:]
+        if len(taken) < steps and not self._warned_short:
+            self._warned_short = True
+            warnings.warn(
+                "Throughput: fewer counted batches than training steps; was the dataset "
+                "passed to fit the one returned by count_tokens()?",
+                stacklevel=2,
+            )
+        return sum(e[1] for e in taken), sum(e[2] for e in taken)
+
+    def _examples_seen(self) -> int:
+        for metric in self.model.metrics:
+            if metric.name == "loss" and hasattr(metric, "count"):
+                return int(round(float(keras.ops.convert_to_numpy(metric.count))))
+        raise ValueError(
+            "Throughput needs a compiled model (it reads the example count from the loss "
+            "tracker); call model.compile(loss=...) first"
+        )
+
+    # ---- callback hooks ---------------------------------------------------------------------
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._step = 0
+        self.skipped_steps = 0
+        self._reported = False
+        self._warned_short = False
+        self._buffer = []
+        self.epoch_rates = []
+        if self._queue is not None:
+            stale = int(self._queue.size())
+            if stale:
+                self._queue.dequeue_many(stale)
+
+    def _reset_window(self, now: float) -> None:
+        self._window = {"t0": now, "steps": 0, "examples": 0, "tokens": 0}
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        now = time.perf_counter()
+        self._count_at_drain = 0  # Keras resets its metrics before each epoch
+        self._pending = 0
+        self._epoch = {"t0": now, "steps": 0, "examples": 0, "tokens": 0}
+        self._reset_window(now)
+        self._last_end = now
+
+    def _add(self, examples: int, tokens: int | None) -> None:
+        for acc in (self._epoch, self._window):
+            acc["examples"] += examples
+            acc["tokens"] = None if tokens is None or acc["tokens"] is None else (
+                acc["tokens"] + tokens
+            )
+
+    @staticmethod
+    def _rates(acc: dict[str, Any], end: float) -> dict[str, float]:
+        elapsed = end - acc["t0"]
+        if acc["steps"] == 0 or elapsed <= 0:
+            return {"examples_per_second": math.nan, "tokens_per_second": math.nan}
+        tokens = math.nan if acc["tokens"] is None else acc["tokens"] / elapsed
+        return {"examples_per_second": acc["examples"] / elapsed, "tokens_per_second": tokens}
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._step += 1
+        self._pending += 1
+        if self._step <= self.warmup_steps:
+            self._drain(self._pending)
+            self._pending = 0
+            self.skipped_steps += 1
+            now = time.perf_counter()
+            self._epoch = {"t0": now, "steps": 0, "examples": 0, "tokens": 0}
+            self._reset_window(now)
+            self._last_end = now
+            return
+        self._epoch["steps"] += 1
+        self._window["steps"] += 1
+        self._last_end = time.perf_counter()
+        if self.every_n_steps is not None and self._step % self.every_n_steps == 0:
+            self._add(*self._drain(self._pending))
+            self._pending = 0
+            rates = self._rates(self._window, self._last_end)
+            if logs is not None:
+                logs.update(rates)
+            self._writer.write(rates, self._step, "batch_")
+            self._reset_window(time.perf_counter())
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self._pending:
+            self._add(*self._drain(self._pending))
+            self._pending = 0
+        rates = self._rates(self._epoch, self._last_end)
+        self.epoch_rates.append(
+            {
+                **rates,
+                "steps": self._epoch["steps"],
+                "examples": self._epoch["examples"],
+                "tokens": self._epoch["tokens"],
+                "seconds": self._last_end - self._epoch["t0"],
+            }
+        )
+        if logs is not None:
+            logs.update(rates)
+        self._writer.write(rates, epoch, "epoch_")
+        if self.verbose and not self._reported:
+            self._reported = True
+            print(
+                f"Throughput: skipped the first {self.skipped_steps} training step(s) "
+                "(tracing/compilation) in the rates"
+            )
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._writer.close()
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "warmup_steps": self.warmup_steps,
+            "every_n_steps": self.every_n_steps,
+            "log_dir": self.log_dir,
+            "verbose": self.verbose,
+            "mask_key": self.mask_key,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Throughput:
+        return cls(**config)
