@@ -137,14 +137,8 @@ def sst2_dataset(
 def _finetune_optimizer(total_steps: int) -> tuple[Any, str]:
     """The BERT fine-tuning optimizer; returns (optimizer, description)."""
     warmup = max(1, int(round(FINETUNE_WARMUP_RATIO * total_steps)))
-    try:
-        from keras_bertopt.optimizers import create_optimizer
-    except ImportError:
-        # Until keras_bertopt.optimizers lands: the BERT AdamW settings, constant rate.
-        import keras
+    from keras_bertopt.optimizers import create_optimizer
 
-        optimizer = keras.optimizers.AdamW(5e-5, epsilon=1e-6, global_clipnorm=1.0)
-        return optimizer, "keras.optimizers.AdamW(5e-5, epsilon=1e-6, global_clipnorm=1.0)"
     optimizer = create_optimizer(
         FINETUNE_PEAK_LEARNING_RATE,
         total_steps,
@@ -157,14 +151,6 @@ def _finetune_optimizer(total_steps: int) -> tuple[Any, str]:
     )
 
 
-def _optimizer_kind() -> str:
-    try:
-        from keras_bertopt.optimizers import create_optimizer  # noqa: F401
-    except ImportError:
-        return "adamw-constant-5e-5"
-    return "create_optimizer"
-
-
 def finetune_cache_path(steps: int, sequence_length: int, batch_size: int, seed: int) -> str:
     """The `.keras` file `finetuned_minilm` caches a fine-tune with these settings in."""
     key = json.dumps(
@@ -175,7 +161,7 @@ def finetune_cache_path(steps: int, sequence_length: int, batch_size: int, seed:
             "sequence_length": sequence_length,
             "batch_size": batch_size,
             "seed": seed,
-            "optimizer": _optimizer_kind(),
+            "optimizer": "create_optimizer",
             "lr": FINETUNE_PEAK_LEARNING_RATE,
             "warmup_ratio": FINETUNE_WARMUP_RATIO,
             "weight_decay": FINETUNE_WEIGHT_DECAY,
