@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import keras
@@ -21,6 +22,47 @@ def _schedule_value(learning_rate: Any, step: int) -> float:
     return float(np.asarray(keras.ops.convert_to_numpy(value)))
 
 
+def _group_name(path: str, layer_pattern: str, embedding_pattern: str) -> str:
+    match = re.search(layer_pattern, path)
+    if match:
+        return f"transformer_layer_{match.group(1)}" if match.groups() else match.group(0)
+    if re.search(embedding_pattern, path):
+        return "embeddings"
+    return "head"
+
+
+def _multiplier_groups(optimizer: Any, base: float) -> dict[str, float]:
+    """Per-group rates of an optimizer with per-variable multipliers (layer-wise decay).
+
+    Reads `learning_rate_multipliers` (path -> multiplier, as
+    `keras_bertopt.optimizers.BertAdamW` has once built). Groups are the
+    transformer layers, the embeddings and the head (everything else); a group
+    whose variables have different multipliers is logged per variable path.
+    """
+    try:
+        multipliers = dict(getattr(optimizer, "learning_rate_multipliers", None) or {})
+    except (AttributeError, KeyError):  # not built yet
+        return {}
+    if not multipliers or all(m == 1.0 for m in multipliers.values()):
+        return {}
+    layer_pattern = getattr(optimizer, "layer_pattern", None) or r"transformer_layer_(\d+)/"
+    embedding_pattern = getattr(optimizer, "embedding_pattern", None) or r"embedding"
+    groups: dict[str, dict[str, float]] = {}
+    for path, multiplier in multipliers.items():
+        groups.setdefault(_group_name(path, layer_pattern, embedding_pattern), {})[path] = (
+            multiplier
+        )
+    rates = {}
+    for name in sorted(groups):
+        members = groups[name]
+        if len(set(members.values())) == 1:
+            rates[f"learning_rate/{name}"] = base * next(iter(members.values()))
+        else:
+            for path, multiplier in sorted(members.items()):
+                rates[f"learning_rate/{path}"] = base * multiplier
+    return rates
+
+
 def _base_optimizer(optimizer: Any) -> Any:
     # LossScaleOptimizer (mixed precision) wraps the optimizer that holds the schedule.
     return getattr(optimizer, "inner_optimizer", optimizer)
@@ -34,9 +76,12 @@ def applied_learning_rates(optimizer: Any) -> dict[str, float]:
     of the step just taken, not the next one. Returns ``{"learning_rate": lr}``
     and, when the optimizer has parameter groups with their own rates (layer-wise
     decay), ``{"learning_rate/<group>": lr}`` for each group: the optimizer
-    exposes them through `learning_rate_groups(step)` returning a mapping from
-    group name to rate (see `keras_bertopt.optimizers`), or through a list
-    attribute `optimizers` (a multi-optimizer), whose members are logged in turn.
+    exposes them as per-variable `learning_rate_multipliers` (path ->
+    multiplier, as `keras_bertopt.optimizers.create_optimizer(...,
+    layerwise_lr_decay=...)` builds; groups: ``transformer_layer_<k>``,
+    ``embeddings``, ``head``), through `learning_rate_groups(step)` returning a
+    mapping from group name to rate, or through a list attribute `optimizers`
+    (a multi-optimizer), whose members are logged in turn.
     """
     optimizer = _base_optimizer(optimizer)
     step = max(int(keras.ops.convert_to_numpy(optimizer.iterations)) - 1, 0)
@@ -46,6 +91,7 @@ def applied_learning_rates(optimizer: Any) -> dict[str, float]:
     if schedule is None:
         schedule = optimizer.learning_rate
     rates = {"learning_rate": _schedule_value(schedule, step)}
+    rates.update(_multiplier_groups(optimizer, rates["learning_rate"]))
     groups_fn = getattr(optimizer, "learning_rate_groups", None)
     if callable(groups_fn):
         for name, value in dict(groups_fn(step)).items():
