@@ -1,0 +1,43 @@
+"""Quantization-aware training (QAT) for keras-hub BERT classifiers.
+
+`quantize_aware(model)` returns a model that trains in `model.fit` with 8-bit
+fake quantization of its Dense / EinsumDense layers and converts with
+TFLiteConverter (optimizations=[DEFAULT]) to real int8 FULLY_CONNECTED ops
+using the learned ranges, without representative data
+(`keras_bertopt.export.to_tflite(model, path, quantization="int8")`).
+
+```python
+from keras_bertopt.quantization import quantize_aware, QuantizationConfig
+qat = quantize_aware(float_classifier, QuantizationConfig(exclude=r"^logits/"))
+qat.fit(train_ds, epochs=1)
+```
+"""
+
+from keras_bertopt.quantization.config import QuantizationConfig
+from keras_bertopt.quantization.layers import LayerQuantizer, quantizer_of
+from keras_bertopt.quantization.quantizers import (
+    einsum_reduce_axes,
+    fake_quant_activation,
+    fake_quant_weight,
+    weight_scale,
+)
+from keras_bertopt.quantization.wrapper import (
+    QuantizeAwareTextClassifier,
+    is_quantize_aware,
+    quantize_aware,
+    quantized_layers,
+)
+
+__all__ = [
+    "LayerQuantizer",
+    "QuantizationConfig",
+    "QuantizeAwareTextClassifier",
+    "einsum_reduce_axes",
+    "fake_quant_activation",
+    "fake_quant_weight",
+    "is_quantize_aware",
+    "quantize_aware",
+    "quantized_layers",
+    "quantizer_of",
+    "weight_scale",
+]

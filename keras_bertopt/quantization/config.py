@@ -1,0 +1,97 @@
+"""`QuantizationConfig`: what `quantize_aware` quantizes, and how."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence, Union
+
+from keras_bertopt.selection import compile_patterns
+
+Patterns = Union[str, Sequence[str], None]
+
+WEIGHT_GRANULARITIES = ("per_channel", "per_tensor")
+
+
+@dataclasses.dataclass
+class QuantizationConfig:
+    """Settings of 8-bit quantization-aware training.
+
+    Args:
+        include: regex (or list) searched in the *kernel* path of each Dense /
+            EinsumDense layer (e.g. ``transformer_layer_0/self_attention_layer/
+            query/kernel``); None quantizes every Dense and EinsumDense layer
+            (q/k/v, attention output, feed-forward, pooler, classifier).
+        exclude: regex (or list) of kernel paths left in float, e.g.
+            ``r"logits/"`` to keep the classifier head in float.
+        weight_granularity: ``"per_channel"`` (default; one symmetric scale per
+            output channel, the layout TFLite's int8 FULLY_CONNECTED uses) or
+            ``"per_tensor"`` (one symmetric scale per kernel).
+        ema_decay: decay of the exponential moving average of activation
+            ranges during training (the first training batch initialises them).
+        quantize_outputs: also fake-quantize each quantized layer's output
+            (before its activation). TFLite's int8 FULLY_CONNECTED needs an
+            int8 output range; without it the converter keeps the matmul float.
+        num_bits: bits of weights and activations; only 8 converts to TFLite
+            int8, so only 8 is accepted.
+
+    Embeddings, LayerNorm, softmax and the attention score matmuls stay float.
+
+    Raises:
+        ValueError: for a bad value of any argument (named in the message).
+    """
+
+    include: Patterns = None
+    exclude: Patterns = None
+    weight_granularity: str = "per_channel"
+    ema_decay: float = 0.99
+    quantize_outputs: bool = True
+    num_bits: int = 8
+
+    def __post_init__(self) -> None:
+        compile_patterns(self.include, "include")
+        compile_patterns(self.exclude, "exclude")
+        if isinstance(self.include, (list, tuple)):
+            self.include = list(self.include)
+        if isinstance(self.exclude, (list, tuple)):
+            self.exclude = list(self.exclude)
+        if self.weight_granularity not in WEIGHT_GRANULARITIES:
+            raise ValueError(
+                f"`weight_granularity` must be one of {WEIGHT_GRANULARITIES}, "
+                f"got {self.weight_granularity!r}"
+            )
+        if isinstance(self.ema_decay, bool) or not isinstance(self.ema_decay, (int, float)) or not (
+            0.0 <= float(self.ema_decay) < 1.0
+        ):
+            raise ValueError(f"`ema_decay` must be a float in [0, 1), got {self.ema_decay!r}")
+        self.ema_decay = float(self.ema_decay)
+        if not isinstance(self.quantize_outputs, bool):
+            raise ValueError(f"`quantize_outputs` must be a bool, got {self.quantize_outputs!r}")
+        if self.num_bits != 8 or isinstance(self.num_bits, bool):
+            raise ValueError(
+                f"`num_bits` must be 8 (TFLite int8 is the export target), got {self.num_bits!r}"
+            )
+
+    def get_config(self) -> dict[str, Any]:
+        """A JSON-serialisable dict; `QuantizationConfig(**config)` rebuilds it."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | None) -> QuantizationConfig:
+        return cls(**(config or {}))
+
+
+def resolve_config(config: Any) -> QuantizationConfig:
+    """`None` -> defaults, a dict -> `QuantizationConfig(**dict)`, a config -> itself."""
+    if config is None:
+        return QuantizationConfig()
+    if isinstance(config, QuantizationConfig):
+        return config
+    if isinstance(config, dict):
+        try:
+            return QuantizationConfig(**config)
+        except TypeError as err:
+            raise ValueError(f"`config` has an unknown key: {err}") from None
+    raise ValueError(
+        "`config` must be None, a QuantizationConfig or a dict of its arguments; "
+        f"got {type(config).__name__}"
+    )

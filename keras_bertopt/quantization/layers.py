@@ -1,0 +1,188 @@
+"""Keras wiring of QAT: the per-layer quantizer state and the patched calls.
+
+A keras-hub backbone is a functional model built inside its constructor, so its
+Dense / EinsumDense layers cannot be swapped for other classes without
+rebuilding it. Instead each quantized layer instance gets its `call` replaced
+by one that fake-quantizes its input, kernel and output, using a
+`LayerQuantizer` that owns the state (activation ranges, update count) as Keras
+variables. The layer keeps its class, its variables and their paths, so the
+float weights stay where they were and a float model's checkpoint still loads.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import keras
+from keras import ops
+
+from keras_bertopt.quantization import quantizers
+
+_PATCH_ATTR = "_keras_bertopt_quantizer"
+
+
+@keras.saving.register_keras_serializable(package="keras_bertopt")
+class LayerQuantizer(keras.layers.Layer):
+    """QAT state of one Dense / EinsumDense layer, and its fake-quant steps.
+
+    Holds non-trainable variables ``input_min``, ``input_max``, ``output_min``,
+    ``output_max`` (activation ranges, an exponential moving average of batch
+    ranges while training, frozen at inference) and ``updates`` (how many
+    training batches updated them). They are saved in `.keras` files and by
+    `keras.callbacks.BackupAndRestore` with the rest of the model.
+
+    Args:
+        target: kernel path of the quantized layer (for reports).
+        reduce_axes: contracted kernel axes for per-channel weight scales, or
+            None for one per-tensor scale.
+        ema_decay: decay of the range moving average.
+        quantize_outputs: also fake-quantize the layer's output.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        reduce_axes: Sequence[int] | None = None,
+        ema_decay: float = 0.99,
+        quantize_outputs: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.target = target
+        self.reduce_axes = None if reduce_axes is None else tuple(int(a) for a in reduce_axes)
+        self.ema_decay = float(ema_decay)
+        self.quantize_outputs = bool(quantize_outputs)
+
+    def build(self, input_shape: Any = None) -> None:
+        def scalar(name: str, value: float) -> Any:
+            return self.add_weight(
+                name=name,
+                shape=(),
+                initializer=keras.initializers.Constant(value),
+                trainable=False,
+                dtype="float32",
+            )
+
+        self.input_min = scalar("input_min", -6.0)
+        self.input_max = scalar("input_max", 6.0)
+        self.output_min = scalar("output_min", -6.0)
+        self.output_max = scalar("output_max", 6.0)
+        self.updates = self.add_weight(
+            name="updates", shape=(), initializer="zeros", trainable=False, dtype="int64"
+        )
+        self.built = True
+
+    @property
+    def per_channel(self) -> bool:
+        return self.reduce_axes is not None
+
+    def _track(self, x: Any, vmin: Any, vmax: Any, training: bool) -> Any:
+        if training:
+            lo, hi = quantizers.batch_range(x)
+            vmin.assign(quantizers.ema_update(vmin, lo, self.ema_decay, self.updates))
+            vmax.assign(quantizers.ema_update(vmax, hi, self.ema_decay, self.updates))
+        return quantizers.fake_quant_activation(x, vmin, vmax)
+
+    def quantize_input(self, x: Any, training: bool) -> Any:
+        """Fake-quantize the layer input (updating its range when training)."""
+        return self._track(x, self.input_min, self.input_max, training)
+
+    def quantize_output(self, y: Any, training: bool) -> Any:
+        """Fake-quantize the layer output (before its activation)."""
+        if not self.quantize_outputs:
+            return y
+        return self._track(y, self.output_min, self.output_max, training)
+
+    def quantize_kernel(self, kernel: Any) -> Any:
+        """Symmetric 8-bit fake-quantized kernel (per channel or per tensor)."""
+        return quantizers.fake_quant_weight(kernel, self.reduce_axes)
+
+    def count(self, training: bool) -> None:
+        if training:
+            self.updates.assign_add(ops.cast(1, "int64"))
+
+    def call(self, inputs: Any) -> Any:  # pragma: no cover - state holder, not a graph layer
+        return inputs
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "target": self.target,
+                "reduce_axes": None if self.reduce_axes is None else list(self.reduce_axes),
+                "ema_decay": self.ema_decay,
+                "quantize_outputs": self.quantize_outputs,
+            }
+        )
+        return config
+
+
+def _dense_call(layer: Any, quantizer: LayerQuantizer, inputs: Any, training: Any = None) -> Any:
+    training = bool(training) if training is not None else False
+    x = quantizer.quantize_input(inputs, training)
+    y = ops.matmul(x, quantizer.quantize_kernel(layer.kernel))
+    if layer.bias is not None:
+        y = ops.add(y, layer.bias)
+    y = quantizer.quantize_output(y, training)
+    quantizer.count(training)
+    if layer.activation is not None:
+        y = layer.activation(y)
+    return y
+
+
+def _einsum_dense_call(
+    layer: Any, quantizer: LayerQuantizer, inputs: Any, training: Any = None
+) -> Any:
+    training = bool(training) if training is not None else False
+    x = quantizer.quantize_input(inputs, training)
+    y = ops.einsum(layer.equation, x, quantizer.quantize_kernel(layer.kernel))
+    if layer.bias is not None:
+        y = ops.add(y, layer.bias)
+    y = quantizer.quantize_output(y, training)
+    quantizer.count(training)
+    if layer.activation is not None:
+        y = layer.activation(y)
+    return y
+
+
+def is_supported_layer(layer: Any) -> bool:
+    """True for the layer types QAT quantizes: keras Dense and EinsumDense."""
+    return isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense))
+
+
+def kernel_reduce_axes(layer: Any) -> tuple[int, ...]:
+    """Contracted kernel axes of a Dense (``(0,)``) or EinsumDense layer."""
+    if isinstance(layer, keras.layers.EinsumDense):
+        return quantizers.einsum_reduce_axes(layer.equation)
+    return (0,)
+
+
+def attach(layer: Any, quantizer: LayerQuantizer) -> None:
+    """Make `layer` (Dense or EinsumDense) run its call through `quantizer`.
+
+    Raises:
+        ValueError: when the layer is not Dense/EinsumDense, is not built, uses
+            Keras's own quantization, or already has a quantizer.
+    """
+    if not is_supported_layer(layer):
+        raise ValueError(f"layer {layer.name!r} is {type(layer).__name__}, not Dense/EinsumDense")
+    if not layer.built:
+        raise ValueError(f"layer {layer.name!r} must be built before quantize_aware")
+    if layer.quantization_mode is not None:
+        raise ValueError(
+            f"layer {layer.name!r} is already quantized by Keras "
+            f"(mode {layer.quantization_mode!r}); pass the float model"
+        )
+    if getattr(layer, _PATCH_ATTR, None) is not None:
+        raise ValueError(f"layer {layer.name!r} is already quantize-aware")
+    fn = _einsum_dense_call if isinstance(layer, keras.layers.EinsumDense) else _dense_call
+    # object.__setattr__: keep the quantizer out of the layer's own tracking, so the
+    # layer's saved variables stay exactly those of the float layer.
+    object.__setattr__(layer, "call", functools.partial(fn, layer, quantizer))
+    object.__setattr__(layer, _PATCH_ATTR, quantizer)
+
+
+def quantizer_of(layer: Any) -> LayerQuantizer | None:
+    """The `LayerQuantizer` attached to `layer`, or None."""
+    return getattr(layer, _PATCH_ATTR, None)
