@@ -59,8 +59,10 @@ class QuantizationConfig:
                 f"`weight_granularity` must be one of {WEIGHT_GRANULARITIES}, "
                 f"got {self.weight_granularity!r}"
             )
-        if isinstance(self.ema_decay, bool) or not isinstance(self.ema_decay, (int, float)) or not (
-            0.0 <= float(self.ema_decay) < 1.0
+        if (
+            isinstance(self.ema_decay, bool)
+            or not isinstance(self.ema_decay, (int, float))
+            or not (0.0 <= float(self.ema_decay) < 1.0)
         ):
             raise ValueError(f"`ema_decay` must be a float in [0, 1), got {self.ema_decay!r}")
         self.ema_decay = float(self.ema_decay)

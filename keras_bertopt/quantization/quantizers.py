@@ -57,8 +57,11 @@ def weight_scale(kernel: Any, reduce_axes: Sequence[int] | None) -> Any:
 
     `reduce_axes=None` gives one scale for the whole tensor (per tensor).
     """
-    amax = ops.max(ops.abs(kernel), axis=None if reduce_axes is None else tuple(reduce_axes),
-                   keepdims=reduce_axes is not None)
+    amax = ops.max(
+        ops.abs(kernel),
+        axis=None if reduce_axes is None else tuple(reduce_axes),
+        keepdims=reduce_axes is not None,
+    )
     return ops.maximum(amax, EPSILON) / QMAX
 
 

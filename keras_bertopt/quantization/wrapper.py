@@ -75,7 +75,7 @@ class QuantizeAwareTextClassifier(keras_hub.models.TextClassifier):
         config = resolve_config(quantization_config)
         if not isinstance(task, keras_hub.models.TextClassifier):
             raise ValueError(
-                "`task` must be a keras_hub.models.TextClassifier, got " f"{type(task).__name__}"
+                f"`task` must be a keras_hub.models.TextClassifier, got {type(task).__name__}"
             )
         layers = _select_layers(task, config)
         quantizers = []
