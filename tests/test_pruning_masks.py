@@ -18,7 +18,9 @@ def _weights(shape, seed=0):
     return np.random.default_rng(seed).normal(size=shape).astype("float32")
 
 
-@pytest.mark.parametrize("size,sparsity", [(1000, 0.5), (999, 0.7), (37, 0.25), (10, 0.05), (8, 0.0)])
+@pytest.mark.parametrize(
+    "size,sparsity", [(1000, 0.5), (999, 0.7), (37, 0.25), (10, 0.05), (8, 0.0)]
+)
 def test_unstructured_mask_prunes_exactly_round_s_size(size, sparsity):
     w = _weights((size,))
     mask = M.magnitude_mask(w, sparsity)
@@ -91,8 +93,8 @@ def test_global_masks_use_one_threshold():
     zeros = [int((m == 0).sum()) for m in masks]
     assert sum(zeros) == 400
     assert zeros[0] > zeros[1]  # the small-magnitude variable loses more
-    pruned = np.concatenate([np.abs(w[m == 0]) for w, m in zip([small, large], masks)])
-    kept = np.concatenate([np.abs(w[m == 1]) for w, m in zip([small, large], masks)])
+    pruned = np.concatenate([np.abs(w[m == 0]) for w, m in zip([small, large], masks, strict=True)])
+    kept = np.concatenate([np.abs(w[m == 1]) for w, m in zip([small, large], masks, strict=True)])
     assert pruned.max() <= kept.min()
     blocks = M.global_masks([small, large], 0.5, (1, 5))
     assert sum(int((m == 0).sum()) for m in blocks) == 5 * round(0.5 * 160)
@@ -129,8 +131,10 @@ def test_schedule_bad_input(make, match):
 
 
 def test_schedules_serialize():
-    for schedule in (PolynomialSparsity(0.1, 0.9, 5, 500, power=2, frequency=7),
-                     ConstantSparsity(0.3, 2, 99, 3)):
+    for schedule in (
+        PolynomialSparsity(0.1, 0.9, 5, 500, power=2, frequency=7),
+        ConstantSparsity(0.3, 2, 99, 3),
+    ):
         config = keras.saving.serialize_keras_object(schedule)
         json.dumps(config)
         with keras.saving.custom_object_scope({}):
@@ -148,27 +152,33 @@ PARITY = textwrap.dedent(
     out = {"values": [], "masks": []}
     ours = PolynomialSparsity(0.1, 0.85, begin_step=7, end_step=307, power=3, frequency=20)
     theirs = tfmot.sparsity.keras.PolynomialDecay(0.1, 0.85, 7, 307, power=3, frequency=20)
-    c_ours, c_theirs = ConstantSparsity(0.6, 3, -1, 4), tfmot.sparsity.keras.ConstantSparsity(0.6, 3, -1, 4)
+    c_ours = ConstantSparsity(0.6, 3, -1, 4)
+    c_theirs = tfmot.sparsity.keras.ConstantSparsity(0.6, 3, -1, 4)
     for step in range(0, 420):
         a, b = ours(step), theirs(step)
         c, d = c_ours(step), c_theirs(step)
-        out["values"].append([a[0], bool(b[0]), a[1], float(b[1]), c[0], bool(d[0]), c[1], float(d[1])])
+        out["values"].append(
+            [a[0], bool(b[0]), a[1], float(b[1]), c[0], bool(d[0]), c[1], float(d[1])])
     rng = np.random.default_rng(0)
-    for shape, s, block in [((64, 48), 0.5, (1, 1)), ((128, 30), 0.8, (1, 1)), ((33, 17), 0.3, (1, 1)),
-                            ((64, 48), 0.7, (1, 4)), ((64, 48), 0.5, (4, 1))]:
+    cases = [((64, 48), 0.5, (1, 1)), ((128, 30), 0.8, (1, 1)), ((33, 17), 0.3, (1, 1)),
+             ((64, 48), 0.7, (1, 4)), ((64, 48), 0.5, (4, 1))]
+    def tfmot_pruning(s, block, m_by_n=None):
+        return pruning_impl.Pruning(
+            lambda: tf.constant(1, tf.int64), [], tfmot.sparsity.keras.ConstantSparsity(s, 0),
+            block_size=block, block_pooling_type="AVG", sparsity_m_by_n=m_by_n)
+    for shape, s, block in cases:
         w = rng.normal(size=shape).astype("float32")
-        impl = pruning_impl.Pruning(lambda: tf.constant(1, tf.int64), [], tfmot.sparsity.keras.ConstantSparsity(s, 0),
-                                    block_size=block, block_pooling_type="AVG")
+        impl = tfmot_pruning(s, block)
         if block == (1, 1):
             _, theirs_mask = impl._update_mask(tf.constant(w))
             ours_mask = M.magnitude_mask(w, s)
         else:
             _, theirs_mask = impl._maybe_update_block_mask(tf.constant(w))
             ours_mask = M.block_mask(w, s, block)
-        out["masks"].append([list(shape), s, list(block), ours_mask.tolist(), np.asarray(theirs_mask).tolist()])
+        out["masks"].append(
+            [list(shape), s, list(block), ours_mask.tolist(), np.asarray(theirs_mask).tolist()])
     w = rng.normal(size=(64, 24)).astype("float32")
-    impl = pruning_impl.Pruning(lambda: tf.constant(1, tf.int64), [], tfmot.sparsity.keras.ConstantSparsity(0.5, 0),
-                                block_size=(1, 1), block_pooling_type="AVG", sparsity_m_by_n=(2, 4))
+    impl = tfmot_pruning(0.5, (1, 1), (2, 4))
     theirs_nm = impl._update_mask_sparsity_m_by_n(tf.constant(w), (2, 4))
     out["n_m"] = [M.n_m_mask(w, 2, 4).tolist(), np.asarray(theirs_nm).tolist()]
     print("RESULT" + json.dumps(out))
@@ -179,11 +189,12 @@ PARITY = textwrap.dedent(
 @pytest.mark.slow
 def test_parity_with_tfmot_schedules_and_masks():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
-    proc = subprocess.run([sys.executable, "-c", PARITY], capture_output=True, text=True, env=env,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", PARITY], capture_output=True, text=True, env=env, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-    out = json.loads(line[len("RESULT"):])
+    out = json.loads(line[len("RESULT") :])
     values = np.array(out["values"], dtype=float)
     np.testing.assert_array_equal(values[:, 0], values[:, 1])
     np.testing.assert_allclose(values[:, 2], values[:, 3], atol=1e-6)

@@ -1,0 +1,33 @@
+"""examples/prune_classifier.py runs (reduced) and prunes what it says."""
+
+import importlib.util
+import os
+
+import pytest
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "prune_classifier.py")
+
+
+@pytest.mark.slow
+def test_prune_classifier_example_runs_reduced():
+    spec = importlib.util.spec_from_file_location("prune_classifier", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.main(
+        [
+            "--epochs",
+            "2",
+            "--steps-per-epoch",
+            "8",
+            "--batch-size",
+            "16",
+            "--sparsity",
+            "0.7",
+            "--pattern",
+            "2:4",
+        ]
+    )
+    # 2:4 fixes the sparsity at 50% of the transformer kernels.
+    assert out["sparsity"] == pytest.approx(0.5)
+    assert out["history"]["sparsity"][-1] == pytest.approx(0.5)
+    assert 0.0 <= out["accuracy"] <= 1.0
