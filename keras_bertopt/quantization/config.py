@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Sequence, Union
 
 from keras_bertopt.selection import compile_patterns
@@ -48,8 +49,14 @@ class QuantizationConfig:
     num_bits: int = 8
 
     def __post_init__(self) -> None:
-        compile_patterns(self.include, "include")
-        compile_patterns(self.exclude, "exclude")
+        for name in ("include", "exclude"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, re.Pattern, list, tuple)):
+                raise ValueError(
+                    f"`{name}` must be a regex string or a list of them, "
+                    f"got {type(value).__name__}: {value!r}"
+                )
+            compile_patterns(value, name)
         if isinstance(self.include, (list, tuple)):
             self.include = list(self.include)
         if isinstance(self.exclude, (list, tuple)):
