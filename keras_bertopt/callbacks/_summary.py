@@ -21,13 +21,25 @@ class ScalarWriter:
         if self.log_dir is None or not values:
             return
         import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
 
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
+        # What tensorboard's `tf.summary.scalar` writes, without needing the
+        # tensorboard package: a float32 scalar tagged for the "scalars" plugin.
+        metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+            data_class=summary_pb2.DATA_CLASS_SCALAR,
+        )
         with self._writer.as_default():
             for key, value in values.items():
                 if value is not None and not math.isnan(float(value)):
-                    tf.summary.scalar(prefix + key, float(value), step=int(step))
+                    tf.summary.write(
+                        prefix + key,
+                        tf.constant(float(value), tf.float32),
+                        step=int(step),
+                        metadata=metadata,
+                    )
         self._writer.flush()
 
     def close(self) -> None:

@@ -17,11 +17,12 @@ from keras_bertopt.callbacks._summary import ScalarWriter, check_every
 class Throughput(keras.callbacks.Callback):
     """Logs ``examples_per_second`` and ``tokens_per_second`` of training.
 
-    Rates are wall-clock over the training steps of each epoch (from the end of
-    the last skipped step, or the epoch start, to the end of its last step; the
-    validation pass is not counted). The first `warmup_steps` steps of `fit`
-    (tracing and compilation) are left out; how many is in `skipped_steps` and
-    printed once.
+    Rates are wall-clock over the training steps of each epoch: from the start
+    of its first step (or the end of the last skipped step) to the end of its
+    last step, so callbacks and input waits between steps count, while the
+    epoch's input-pipeline start-up and the validation pass do not. The first
+    `warmup_steps` steps of `fit` (tracing and compilation) are left out; how
+    many is in `skipped_steps` and printed once.
 
     Examples are counted exactly from the loss tracker Keras keeps (its count is
     the number of examples seen). Tokens are the real ones: the sum of the
@@ -205,6 +206,7 @@ class Throughput(keras.callbacks.Callback):
         self._epoch = {"t0": now, "steps": 0, "examples": 0, "tokens": 0}
         self._reset_window(now)
         self._last_end = now
+        self._waiting_first_batch = True
 
     def _add(self, examples: int, tokens: int | None) -> None:
         for acc in (self._epoch, self._window):
@@ -220,6 +222,15 @@ class Throughput(keras.callbacks.Callback):
             return {"examples_per_second": math.nan, "tokens_per_second": math.nan}
         tokens = math.nan if acc["tokens"] is None else acc["tokens"] / elapsed
         return {"examples_per_second": acc["examples"] / elapsed, "tokens_per_second": tokens}
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self._waiting_first_batch:
+            # Start the epoch's clock at its first step, not at on_epoch_begin:
+            # creating the epoch's input iterator (pipeline start-up) is not a step.
+            self._waiting_first_batch = False
+            now = time.perf_counter()
+            self._epoch["t0"] = now
+            self._window["t0"] = now
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._step += 1

@@ -142,6 +142,16 @@ class ValidationMetrics(keras.callbacks.Callback):
                     f"(x, y, sample_weight) tuple, got {type(data).__name__}"
                 )
             x0, y0 = data[0], data[1]
+
+            def sized(v: Any) -> bool:
+                return isinstance(v, dict) or hasattr(v, "shape") or hasattr(v, "__len__")
+
+            if not (sized(x0) and sized(y0)) or isinstance(y0, (str, bytes)):
+                raise ValueError(
+                    "`data` as a tuple must be (x, y) or (x, y, sample_weight) with x and y "
+                    f"arrays or lists; got element types {type(x0).__name__}, "
+                    f"{type(y0).__name__}"
+                )
             if (
                 not isinstance(x0, dict)
                 and hasattr(x0, "__len__")
