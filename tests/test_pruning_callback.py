@@ -15,6 +15,7 @@ from keras_bertopt.pruning import (
     MagnitudePruning,
     MaskConstraint,
     PolynomialSparsity,
+    PruningState,
     get_state,
     sparsity_report,
     strip_pruning,
@@ -304,6 +305,12 @@ def test_serialization_of_callback_and_constraint():
     assert isinstance(restored.inner, keras.constraints.NonNeg)
     with pytest.raises(ValueError, match="not bound"):
         restored(keras.ops.array([1.0, 1.0]))
+    state = PruningState(["a/kernel", "b/kernel"], [(4, 2), (3,)])
+    copy = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(state), safe_mode=True
+    )
+    assert copy.variable_paths == state.variable_paths and copy.shapes == [(4, 2), (3,)]
+    assert [tuple(m.shape) for m in copy.masks] == [(4, 2), (3,)] and not copy.trainable_weights
     with pytest.raises(ValueError, match="cannot be serialized"):
         MagnitudePruning(lambda step: (False, 0.0)).get_config()
 

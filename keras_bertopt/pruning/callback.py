@@ -118,7 +118,8 @@ class PruningState(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("name", "kbo_pruning_state")
-        super().__init__(trainable=False, **kwargs)
+        kwargs["trainable"] = False
+        super().__init__(**kwargs)
         self.variable_paths = [str(p) for p in variable_paths]
         self.shapes = [tuple(int(d) for d in s) for s in shapes]
         self.dtypes = [str(d) for d in (dtypes or ["float32"] * len(self.shapes))]
