@@ -152,8 +152,11 @@ class QuantizeAwareTextClassifier(keras_hub.models.TextClassifier):
         return cls(task, **config)
 
 
-def _copy_task(model: Any) -> Any:
-    """A new task of the same class and config, sharing the preprocessor, same weights."""
+def copy_task(model: Any) -> Any:
+    """A new keras-hub task of the same class and config with the same weights.
+
+    The preprocessor is shared (not copied); the optimizer state is not copied.
+    """
     config = model.get_config()
     config["preprocessor"] = model.preprocessor
     copy = type(model).from_config(config)
@@ -208,7 +211,7 @@ def quantize_aware(
     if not model.built:
         raise ValueError("`model` must be built (a keras-hub task is built on construction)")
     _select_layers(model, config)  # validate patterns before copying the model
-    return QuantizeAwareTextClassifier(_copy_task(model), quantization_config=config)
+    return QuantizeAwareTextClassifier(copy_task(model), quantization_config=config)
 
 
 def is_quantize_aware(model: Any) -> bool:
