@@ -570,6 +570,15 @@ class LengthReport:
         return "\n".join(lines)
 
 
+def _features_of(element: Any) -> Any:
+    """The features of a dataset element: drop a trailing non-string label."""
+    if isinstance(element, tuple) and len(element) == 2:
+        label_dtype = getattr(element[1], "dtype", None)
+        if label_dtype is not None and label_dtype.name != "string":
+            return element[0]
+    return element
+
+
 def _collect_texts(data: Any) -> list[list[str]]:
     """Texts as segment columns: [[a0, a1, ...]] or [[a...], [b...]] for pairs."""
     import tensorflow as tf
@@ -588,16 +597,7 @@ def _collect_texts(data: Any) -> list[list[str]]:
     if isinstance(data, tf.data.Dataset):
         columns: list[list[str]] | None = None
         for element in data:
-            features = (
-                element[0]
-                if isinstance(element, tuple)
-                and len(element) == 2
-                and (
-                    not isinstance(element[1], (str, bytes))
-                    and getattr(element[1], "dtype", tf.string) != tf.string
-                )
-                else element
-            )
+            features = _features_of(element)
             if isinstance(features, dict):
                 raise ValueError(
                     "`texts_or_dataset` yields dicts (already preprocessed?); pass raw texts"
