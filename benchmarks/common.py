@@ -191,7 +191,17 @@ def finetune_minilm(
     )
     train = sst2_dataset("train", batch_size, shuffle=True, seed=seed).repeat()
     start = time.perf_counter()
-    history = model.fit(train, epochs=1, steps_per_epoch=steps, verbose=2)
+    progress = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: (
+            (batch + 1) % 25 == 0
+            and print(
+                f"step {batch + 1}/{steps} loss {logs['loss']:.4f} "
+                f"{time.perf_counter() - start:.0f} s",
+                flush=True,
+            )
+        )
+    )
+    history = model.fit(train, epochs=1, steps_per_epoch=steps, verbose=2, callbacks=[progress])
     seconds = time.perf_counter() - start
     info = {
         "steps": steps,
