@@ -221,7 +221,11 @@ def make_interpreter(model: Union[PathLike, bytes], num_threads: int | None = No
 def _signature(interpreter: Any, where: str) -> tuple[str, Any]:
     signatures = interpreter.get_signature_list()
     if not signatures:
-        raise ValueError(f"{where} has no signature: export it with keras_bertopt.export.to_tflite")
+        names = [d["name"] for d in interpreter.get_input_details()]
+        raise ValueError(
+            f"{where} has no signature (input tensors {names}); expected a signature with "
+            f"inputs {sorted(INPUT_NAMES)} (export it with keras_bertopt.export.to_tflite)"
+        )
     key = "serving_default" if "serving_default" in signatures else sorted(signatures)[0]
     return key, interpreter.get_signature_runner(key)
 
