@@ -86,7 +86,8 @@ def test_classifier_predicts_like_keras(trained, float_file):
     on_dataset = evaluate(path, model.preprocessor, demo_dataset("validation", 16, size=64))
     assert on_dataset["accuracy"] == pytest.approx(keras_accuracy)
     single = runner.predict("a wonderful film")
-    assert single["labels"].shape == (1,)
+    assert single["labels"].shape == (1,) and runner.num_classes == 2
+    assert runner.predict([])["probabilities"].shape == (0, 2)
 
 
 def test_inspect_and_measure_latency(float_file):

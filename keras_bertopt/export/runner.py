@@ -435,6 +435,9 @@ class TFLiteClassifier:
                 f"packs to {length}: pass a preprocessor built with "
                 f"sequence_length={self.sequence_length}"
             )
+        shape = self._runner.get_output_details()[self._output].get("shape_signature")
+        #: Number of classes (the file's logits width).
+        self.num_classes = int(shape[-1]) if shape is not None and len(shape) else 0
         self.preprocessor = preprocessor
         self.batch_size = batch_size
         self.num_threads = num_threads
@@ -456,6 +459,8 @@ class TFLiteClassifier:
                 f"`inputs` {bad} must have shape [batch, {self.sequence_length}], got "
                 f"{[feeds[k].shape for k in bad]}"
             )
+        if len(feeds["token_ids"]) == 0:
+            return np.zeros((0, self.num_classes), np.float32)
         return run_logits((self._runner, self.file_batch_size, self._output), feeds,
                           self.batch_size)
 
@@ -492,7 +497,7 @@ class TFLiteClassifier:
         """
         texts, truth = _labelled_examples(data, labels)
         start = time.perf_counter()
-        predicted = self.predict(texts)["labels"] if len(texts) else np.zeros((0,), np.int64)
+        predicted = self.predict(texts)["labels"]
         seconds = time.perf_counter() - start
         truth = np.asarray(truth).reshape(-1)
         return {
