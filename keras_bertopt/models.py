@@ -10,6 +10,10 @@
 * a `TinyConfig`: a small BERT built from a vocabulary list, for tests and the
   offline demo.
 
+`save_hf_checkpoint` writes a keras-hub BERT back out in Hugging Face layout
+(config.json, model.safetensors with HF parameter names, vocab.txt), which
+`build_classifier` and keras-hub's ``from_preset`` read again.
+
 Example:
 
 ```python
