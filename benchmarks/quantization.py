@@ -4,7 +4,8 @@ One fixed CPU budget (the default run), measured in one process on this machine:
 
 * float model: `common.finetuned_minilm()` (200 AdamW steps, batch 32, sequence
   length 64; cached and shared with the other benchmarks);
-* QAT: `keras_bertopt.quantization.quantize_aware(float model)` fine-tuned
+* QAT: `quantize_aware(float model, QuantizationConfig(quantize_embeddings=True))`
+  (every Dense/EinsumDense per-channel, embedding tables per-tensor) fine-tuned
   ``--qat-steps`` (default 100) more steps, batch 32, sequence length 64,
   `create_optimizer(2e-5, warm-up 10%, linear decay)`;
 * float baseline given the same extra steps without fake quantization
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> str:
         raise ValueError(f"`--float-steps` must be >= 0, got {float_steps}")
 
     from keras_bertopt.export import TFLiteClassifier, measure_latency, to_tflite
-    from keras_bertopt.quantization import quantize_aware
+    from keras_bertopt.quantization import QuantizationConfig, quantize_aware
 
     wall = time.perf_counter()
     out_dir = tempfile.mkdtemp(prefix="quantization_bench_", dir=_cache_dir())
@@ -163,7 +164,9 @@ def main(argv: list[str] | None = None) -> str:
            calibration_samples=CALIBRATION_SAMPLES)
 
     log(f"QAT: quantize_aware + {qat_steps} steps")
-    qat = quantize_aware(model)
+    qat_config = QuantizationConfig(quantize_embeddings=True)
+    qat = quantize_aware(model, qat_config)
+    result["qat_config"] = qat_config.get_config()
     result["qat_training"] = fine_tune(qat, qat_steps, seed=1)
     result["qat_quantized_layers"] = len(qat.quantized_paths)
     result["qat_weight_granularity"] = qat.quantization_config.weight_granularity

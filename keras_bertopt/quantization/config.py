@@ -32,10 +32,17 @@ class QuantizationConfig:
         quantize_outputs: also fake-quantize each quantized layer's output
             (before its activation). TFLite's int8 FULLY_CONNECTED needs an
             int8 output range; without it the converter keeps the matmul float.
+        quantize_embeddings: also fake-quantize the token / segment / position
+            embedding tables (symmetric, per tensor; `exclude` applies to their
+            paths too). They become int8 GATHER tables in TFLite: in MiniLM the
+            token table is half the parameters, so this is what brings an int8
+            file to about a quarter of the float32 size. Off by default (the
+            tables stay float32 in the file).
         num_bits: bits of weights and activations; only 8 converts to TFLite
             int8, so only 8 is accepted.
 
-    Embeddings, LayerNorm, softmax and the attention score matmuls stay float.
+    LayerNorm and softmax always stay float (the attention score matmul may
+    run int8 in TFLite when the converter propagates the q/k ranges into it).
 
     Raises:
         ValueError: for a bad value of any argument (named in the message).
@@ -46,6 +53,7 @@ class QuantizationConfig:
     weight_granularity: str = "per_channel"
     ema_decay: float = 0.99
     quantize_outputs: bool = True
+    quantize_embeddings: bool = False
     num_bits: int = 8
 
     def __post_init__(self) -> None:
@@ -75,6 +83,10 @@ class QuantizationConfig:
         self.ema_decay = float(self.ema_decay)
         if not isinstance(self.quantize_outputs, bool):
             raise ValueError(f"`quantize_outputs` must be a bool, got {self.quantize_outputs!r}")
+        if not isinstance(self.quantize_embeddings, bool):
+            raise ValueError(
+                f"`quantize_embeddings` must be a bool, got {self.quantize_embeddings!r}"
+            )
         if self.num_bits != 8 or isinstance(self.num_bits, bool):
             raise ValueError(
                 f"`num_bits` must be 8 (TFLite int8 is the export target), got {self.num_bits!r}"

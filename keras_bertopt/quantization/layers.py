@@ -38,6 +38,8 @@ class LayerQuantizer(keras.layers.Layer):
             None for one per-tensor scale.
         ema_decay: decay of the range moving average.
         quantize_outputs: also fake-quantize the layer's output.
+        weights_only: only the weights are fake-quantized (embedding tables):
+            no activation ranges, no state variables.
     """
 
     def __init__(
@@ -46,15 +48,21 @@ class LayerQuantizer(keras.layers.Layer):
         reduce_axes: Sequence[int] | None = None,
         ema_decay: float = 0.99,
         quantize_outputs: bool = True,
+        weights_only: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.weights_only = bool(weights_only)
         self.target = target
         self.reduce_axes = None if reduce_axes is None else tuple(int(a) for a in reduce_axes)
         self.ema_decay = float(ema_decay)
         self.quantize_outputs = bool(quantize_outputs)
 
     def build(self, input_shape: Any = None) -> None:
+        if self.weights_only:
+            self.built = True
+            return
+
         def scalar(name: str, value: float) -> Any:
             return self.add_weight(
                 name=name,
@@ -113,6 +121,7 @@ class LayerQuantizer(keras.layers.Layer):
                 "reduce_axes": None if self.reduce_axes is None else list(self.reduce_axes),
                 "ema_decay": self.ema_decay,
                 "quantize_outputs": self.quantize_outputs,
+                "weights_only": self.weights_only,
             }
         )
         return config
@@ -146,9 +155,66 @@ def _einsum_dense_call(
     return y
 
 
+def _embedding_call(
+    layer: Any, quantizer: LayerQuantizer, original: Any, inputs: Any, *args: Any, **kwargs: Any
+) -> Any:
+    if args or kwargs.get("reverse"):
+        return original(inputs, *args, **kwargs)  # tied output projection: left as is
+    if inputs.dtype not in ("int32", "int64"):
+        inputs = ops.cast(inputs, "int32")
+    table = quantizer.quantize_kernel(layer.embeddings)
+    outputs = ops.cast(ops.take(table, inputs, axis=0), layer.compute_dtype)
+    mask = layer.compute_mask(inputs)
+    if mask is not None:
+        from keras.src.backend import set_keras_mask  # what keras's own Embedding uses
+
+        set_keras_mask(outputs, mask)
+    return outputs
+
+
+def _position_embedding_call(
+    layer: Any,
+    quantizer: LayerQuantizer,
+    original: Any,
+    inputs: Any,
+    start_index: Any = 0,
+    positions: Any = None,
+) -> Any:
+    if positions is not None:
+        return original(inputs, start_index=start_index, positions=positions)
+    shape = ops.shape(inputs)
+    table = quantizer.quantize_kernel(layer.position_embeddings)
+    table = ops.slice(table, (start_index, 0), (shape[-2], shape[-1]))
+    return ops.broadcast_to(table, shape)
+
+
+def _position_embedding_class() -> Any:
+    try:
+        import keras_hub
+
+        return keras_hub.layers.PositionEmbedding
+    except (ImportError, AttributeError):  # pragma: no cover - keras-hub is a dependency
+        return None
+
+
 def is_supported_layer(layer: Any) -> bool:
     """True for the layer types QAT quantizes: keras Dense and EinsumDense."""
     return isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense))
+
+
+def is_embedding_layer(layer: Any) -> bool:
+    """True for embedding tables QAT can quantize (Embedding, keras-hub PositionEmbedding)."""
+    position = _position_embedding_class()
+    return isinstance(layer, keras.layers.Embedding) or (
+        position is not None and isinstance(layer, position)
+    )
+
+
+def embedding_table(layer: Any) -> Any:
+    """The table variable of an embedding layer."""
+    if isinstance(layer, keras.layers.Embedding):
+        return layer.embeddings
+    return layer.position_embeddings
 
 
 def kernel_reduce_axes(layer: Any) -> tuple[int, ...]:
@@ -159,27 +225,36 @@ def kernel_reduce_axes(layer: Any) -> tuple[int, ...]:
 
 
 def attach(layer: Any, quantizer: LayerQuantizer) -> None:
-    """Make `layer` (Dense or EinsumDense) run its call through `quantizer`.
+    """Make `layer` (Dense, EinsumDense or an embedding) run its call through `quantizer`.
 
     Raises:
         ValueError: when the layer is not Dense/EinsumDense, is not built, uses
             Keras's own quantization, or already has a quantizer.
     """
-    if not is_supported_layer(layer):
-        raise ValueError(f"layer {layer.name!r} is {type(layer).__name__}, not Dense/EinsumDense")
+    if not (is_supported_layer(layer) or is_embedding_layer(layer)):
+        raise ValueError(
+            f"layer {layer.name!r} is {type(layer).__name__}, not Dense/EinsumDense/Embedding"
+        )
     if not layer.built:
         raise ValueError(f"layer {layer.name!r} must be built before quantize_aware")
-    if layer.quantization_mode is not None:
+    if getattr(layer, "quantization_mode", None) is not None:
         raise ValueError(
             f"layer {layer.name!r} is already quantized by Keras "
             f"(mode {layer.quantization_mode!r}); pass the float model"
         )
     if getattr(layer, _PATCH_ATTR, None) is not None:
         raise ValueError(f"layer {layer.name!r} is already quantize-aware")
-    fn = _einsum_dense_call if isinstance(layer, keras.layers.EinsumDense) else _dense_call
+    if isinstance(layer, keras.layers.Embedding):
+        call = functools.partial(_embedding_call, layer, quantizer, layer.call)
+    elif is_embedding_layer(layer):
+        call = functools.partial(_position_embedding_call, layer, quantizer, layer.call)
+    elif isinstance(layer, keras.layers.EinsumDense):
+        call = functools.partial(_einsum_dense_call, layer, quantizer)
+    else:
+        call = functools.partial(_dense_call, layer, quantizer)
     # object.__setattr__: keep the quantizer out of the layer's own tracking, so the
     # layer's saved variables stay exactly those of the float layer.
-    object.__setattr__(layer, "call", functools.partial(fn, layer, quantizer))
+    object.__setattr__(layer, "call", call)
     object.__setattr__(layer, _PATCH_ATTR, quantizer)
 
 

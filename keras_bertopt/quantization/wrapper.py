@@ -12,6 +12,8 @@ from keras_bertopt.quantization.config import QuantizationConfig, resolve_config
 from keras_bertopt.quantization.layers import (
     LayerQuantizer,
     attach,
+    embedding_table,
+    is_embedding_layer,
     is_supported_layer,
     kernel_reduce_axes,
     quantizer_of,
@@ -19,8 +21,8 @@ from keras_bertopt.quantization.layers import (
 from keras_bertopt.selection import select_variables, variable_path
 
 
-def _quantizer_name(kernel_path: str) -> str:
-    stem = kernel_path[: -len("/kernel")] if kernel_path.endswith("/kernel") else kernel_path
+def _quantizer_name(path: str) -> str:
+    stem = path[: -len("/kernel")] if path.endswith("/kernel") else path
     return "qat_" + re.sub(r"[^0-9A-Za-z_]", "_", stem)
 
 
@@ -48,6 +50,26 @@ def _select_layers(model: Any, config: QuantizationConfig) -> list[Any]:
         argument="include",
     )
     return [by_kernel[id(v)] for v in chosen]
+
+
+def _select_embeddings(model: Any, config: QuantizationConfig) -> list[Any]:
+    if not config.quantize_embeddings:
+        return []
+    seen: set[int] = set()
+    layers = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if is_embedding_layer(layer) and layer.built and id(layer) not in seen:
+            seen.add(id(layer))
+            layers.append(layer)
+    by_table = {id(embedding_table(layer)): layer for layer in layers}
+    chosen = select_variables(
+        [embedding_table(layer) for layer in layers],
+        None,
+        config.exclude,
+        trainable_only=False,
+        allow_empty=True,
+    )
+    return [by_table[id(v)] for v in chosen]
 
 
 @keras.saving.register_keras_serializable(package="keras_bertopt")
@@ -94,6 +116,14 @@ class QuantizeAwareTextClassifier(keras_hub.models.TextClassifier):
             quantizer.build()
             attach(layer, quantizer)
             quantizers.append(quantizer)
+        for layer in _select_embeddings(task, config):
+            table_path = variable_path(embedding_table(layer))
+            quantizer = LayerQuantizer(
+                table_path, weights_only=True, name=_quantizer_name(table_path)
+            )
+            quantizer.build()
+            attach(layer, quantizer)
+            quantizers.append(quantizer)
 
         # === Layers (set before the functional init, as keras-hub tasks do) ===
         self.task = task
@@ -118,18 +148,26 @@ class QuantizeAwareTextClassifier(keras_hub.models.TextClassifier):
 
     @property
     def quantized_paths(self) -> list[str]:
-        """Kernel paths of the quantized layers, in model order."""
-        return [q.target for q in self.quantizers]
+        """Kernel paths of the quantized Dense / EinsumDense layers, in model order."""
+        return [q.target for q in self.quantizers if not q.weights_only]
+
+    @property
+    def quantized_embedding_paths(self) -> list[str]:
+        """Table paths of the fake-quantized embeddings (`quantize_embeddings=True`)."""
+        return [q.target for q in self.quantizers if q.weights_only]
 
     @property
     def qat_step(self) -> int:
         """Training batches seen in QAT (the update count of the ranges)."""
-        return int(keras.ops.convert_to_numpy(self.quantizers[0].updates)) if self.quantizers else 0
+        stateful = [q for q in self.quantizers if not q.weights_only]
+        return int(keras.ops.convert_to_numpy(stateful[0].updates)) if stateful else 0
 
     def activation_ranges(self) -> dict[str, dict[str, float]]:
         """``{kernel path: {input_min, input_max, output_min, output_max}}`` (floats)."""
         out = {}
         for q in self.quantizers:
+            if q.weights_only:
+                continue
             out[q.target] = {
                 name: float(keras.ops.convert_to_numpy(getattr(q, name)))
                 for name in ("input_min", "input_max", "output_min", "output_max")
