@@ -224,6 +224,8 @@ def test_bad_arguments_raise_before_any_work(tiny_classifier, tmp_path, monkeypa
         to_tflite(tiny_classifier, path, converter_options={"no_such_option": True})
     with pytest.raises(ValueError, match="`representative_data` must hold raw strings"):
         to_tflite(tiny_classifier, path, "int8", representative_data=[np.zeros((2, 3))])
+    with pytest.raises(ValueError, match="`sample_data` must hold raw strings"):
+        to_tflite(tiny_classifier, path, sample_data=[np.zeros((2, 3))])
     bare = keras_hub.models.BertTextClassifier(tiny_classifier.backbone, 2, preprocessor=None)
     with pytest.raises(ValueError, match="has no `preprocessor`"):
         to_tflite(bare, path, "int8", representative_data=["a good film"], sequence_length=32)

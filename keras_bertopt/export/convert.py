@@ -345,9 +345,10 @@ def to_tflite(
     Raises:
         ValueError: unknown `quantization`; ``"int8"`` of a float model
             without `representative_data`; `sequence_length` beyond the model's
-            maximum; bad `batch_size`, `num_samples`, `converter_options` --
-            all before any work. Conversion errors propagate; no file is left
-            at `path` then.
+            maximum; bad `batch_size`, `num_samples`, `converter_options`,
+            `representative_data` or `sample_data` -- all before any
+            conversion. Conversion, loading and verification errors propagate;
+            no file is left at `path` then (an older file there is kept).
     """
     from keras_bertopt.files import atomic_output
 
@@ -397,40 +398,12 @@ def to_tflite(
     if quantization == "int8" and not qat:
         calibration = collect_inputs(representative_data, preprocessor, sequence_length,
                                      calibration_samples)
-    path = os.fspath(path)
-    with atomic_output(path) as tmp:
-        content, fake_quant_ops = _convert(model, quantization, qat, sequence_length,
-                                           batch_size, calibration, converter_options)
-        with open(tmp, "wb") as f:
-            f.write(content)
-        facts = inspect_tflite(content)
-        # Load before renaming: a file LiteRT cannot open never reaches `path`.
-        interpreter = make_interpreter(content, num_threads)
-        _, runner = _signature(interpreter, f"the exported file {path!r}")
-        length, file_batch, output = check_inputs(runner, f"the exported file {path!r}")
-    report = ExportReport(
-        path=path,
-        quantization=quantization,
-        quantize_aware=qat,
-        sequence_length=length,
-        batch_size=file_batch,
-        size_bytes=len(content),
-        gzip_bytes=gzip_size(path),
-        ops=facts["ops"],
-        op_signatures=facts["op_signatures"],
-        int8_ops=facts["int8_ops"],
-        hybrid_ops=facts["hybrid_ops"],
-        float_ops=facts["float_ops"],
-        weight_sparsity=facts["weight_sparsity"],
-        all_weight_sparsity=facts["all_weight_sparsity"],
-        weight_params=facts["weight_params"],
-        fake_quant_ops=fake_quant_ops,
-        num_threads=num_threads,
-    )
-    if verify:
+    samples, source = None, None
+    if verify:  # host-side data first: bad sample data fails before the conversion
         if sample_data is not None:
-            samples, source = collect_inputs(sample_data, preprocessor, sequence_length,
-                                             num_samples, "sample_data"), "sample_data"
+            samples = collect_inputs(sample_data, preprocessor, sequence_length, num_samples,
+                                     "sample_data")
+            source = "sample_data"
         elif calibration is not None:
             samples = {k: v[:num_samples] for k, v in calibration.items()}
             source = "representative_data"
@@ -440,19 +413,51 @@ def to_tflite(
             source = "representative_data"
         else:
             samples, source = _random_inputs(model, sequence_length, num_samples), "random"
-        expected = keras_logits(model, samples)
-        got = run_logits((runner, file_batch, output), samples)
-        diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
-        report.num_samples = int(len(expected))
-        report.sample_source = source
-        report.max_abs_logit_diff = float(diff.max())
-        report.mean_abs_logit_diff = float(diff.mean())
-        report.label_agreement = float(np.mean(got.argmax(-1) == expected.argmax(-1)))
-        if latency_runs:
-            one = {k: v[:1] for k, v in samples.items()}
-            timing = measure_latency(content, runs=latency_runs, warmup=2,
-                                     num_threads=num_threads, inputs=one)
-            report.latency_ms = timing["median_ms"]
-            report.latency_runs = latency_runs
+    path = os.fspath(path)
+    # Everything up to the verification happens before the rename: a file that fails to
+    # convert, load or run never reaches `path`.
+    with atomic_output(path) as tmp:
+        content, fake_quant_ops = _convert(model, quantization, qat, sequence_length,
+                                           batch_size, calibration, converter_options)
+        with open(tmp, "wb") as f:
+            f.write(content)
+        facts = inspect_tflite(content)
+        interpreter = make_interpreter(content, num_threads)
+        _, runner = _signature(interpreter, f"the exported file {path!r}")
+        length, file_batch, output = check_inputs(runner, f"the exported file {path!r}")
+        report = ExportReport(
+            path=path,
+            quantization=quantization,
+            quantize_aware=qat,
+            sequence_length=length,
+            batch_size=file_batch,
+            size_bytes=len(content),
+            gzip_bytes=len(gzip.compress(content, compresslevel=9)),
+            ops=facts["ops"],
+            op_signatures=facts["op_signatures"],
+            int8_ops=facts["int8_ops"],
+            hybrid_ops=facts["hybrid_ops"],
+            float_ops=facts["float_ops"],
+            weight_sparsity=facts["weight_sparsity"],
+            all_weight_sparsity=facts["all_weight_sparsity"],
+            weight_params=facts["weight_params"],
+            fake_quant_ops=fake_quant_ops,
+            num_threads=num_threads,
+        )
+        if samples is not None:
+            expected = keras_logits(model, samples)
+            got = run_logits((runner, file_batch, output), samples)
+            diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+            report.num_samples = int(len(expected))
+            report.sample_source = source
+            report.max_abs_logit_diff = float(diff.max())
+            report.mean_abs_logit_diff = float(diff.mean())
+            report.label_agreement = float(np.mean(got.argmax(-1) == expected.argmax(-1)))
+            if latency_runs:
+                one = {k: v[:1] for k, v in samples.items()}
+                timing = measure_latency(content, runs=latency_runs, warmup=2,
+                                         num_threads=num_threads, inputs=one)
+                report.latency_ms = timing["median_ms"]
+                report.latency_runs = latency_runs
     report.seconds = time.perf_counter() - start
     return report
