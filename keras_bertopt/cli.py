@@ -49,7 +49,10 @@ def _log(message: str) -> None:
 
 
 def _fit_verbose(args: argparse.Namespace) -> Any:
-    return 0 if args.quiet else "auto"
+    """Keras progress bars on a terminal, one line per epoch in a log file, none with --quiet."""
+    if args.quiet:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

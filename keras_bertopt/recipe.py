@@ -82,7 +82,10 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-    """Data source: ``demo`` (built-in), ``tfds`` (e.g. `name: glue/sst2`) or ``files``.
+    """Data: ``demo`` (built-in), ``tfds`` (a GLUE task, e.g. `name: glue/sst2`) or ``files``.
+
+    For ``tfds``, `data_dir` / `download` go to `tfds.load` (offline: a prepared
+    `data_dir` and `download: false`).
 
     For ``files``, `train` / `validation` / `test` are TSV, CSV or JSONL paths
     (relative paths are resolved against the config file's folder) with columns
@@ -92,6 +95,8 @@ class DataConfig:
 
     source: Literal["demo", "tfds", "files"] = "demo"
     name: str | None = None
+    data_dir: str | None = None
+    download: bool = True
     train: str | None = None
     validation: str | None = None
     test: str | None = None
@@ -159,7 +164,8 @@ class PruneConfig:
     `begin_step` and `end_step` (None: 70% of the stage's steps) following the
     polynomial schedule of Zhu & Gupta (`power`), updating every `frequency` steps.
     `pattern`: ``unstructured``, ``block`` (with `block_shape`) or ``n:m`` (with
-    `n`, `m`).
+    `n`, `m`; the sparsity is then 1 - n/m). `scope`: ``per_variable`` (each
+    kernel reaches the target) or ``global`` (one threshold across kernels).
     """
 
     enabled: bool = True
@@ -169,6 +175,7 @@ class PruneConfig:
     block_shape: list[int] | None = None
     n: int = 2
     m: int = 4
+    scope: Literal["per_variable", "global"] = "per_variable"
     include: PatternList = r"transformer_layer_\d+/.*kernel$"
     exclude: PatternList = None
     epochs: int = 1
@@ -182,12 +189,18 @@ class PruneConfig:
 
 @dataclasses.dataclass
 class QATConfig:
-    """Quantization-aware training (`keras_bertopt.quantization.quantize_aware`)."""
+    """Quantization-aware training (`keras_bertopt.quantization.quantize_aware`).
+
+    `preserve_sparsity`: after the prune stage, keep its zeros fixed during QAT
+    (the pruning masks stay on, as in tfmot's pruning-preserving QAT), so the
+    int8 file is as sparse as the pruned model.
+    """
 
     enabled: bool = True
     epochs: int = 1
     steps_per_epoch: int | None = None
     learning_rate: float = 1e-4
+    preserve_sparsity: bool = True
 
 
 @dataclasses.dataclass
@@ -516,7 +529,13 @@ def validate(config: RecipeConfig) -> RecipeConfig:
             _require(getattr(d, key) is None, f"data.{key}",
                      "not set when data.source is 'demo'", getattr(d, key))
     elif d.source == "tfds":
-        _require(bool(d.name), "data.name", "a tfds dataset name such as 'glue/sst2'", d.name)
+        _require(bool(d.name), "data.name", "a tfds GLUE task such as 'glue/sst2'", d.name)
+        from keras_bertopt.data import glue_task
+
+        try:
+            glue_task(d.name)
+        except ValueError as err:
+            raise ValueError(f"config key 'data.name': {err}") from None
     else:
         _require(d.train is not None, "data.train", "a TSV/CSV/JSONL file path", d.train)
         for key in ("train", "validation", "test"):
@@ -574,6 +593,10 @@ def validate(config: RecipeConfig) -> RecipeConfig:
         _require(pr.end_step is None or pr.end_step > pr.begin_step, "prune.end_step",
                  f"null or an integer > prune.begin_step ({pr.begin_step})", pr.end_step)
         _require(pr.frequency >= 1, "prune.frequency", "an integer >= 1", pr.frequency)
+        _require(pr.end_step is None or (pr.end_step - pr.begin_step) % pr.frequency == 0,
+                 "prune.end_step", f"prune.begin_step ({pr.begin_step}) plus a multiple of "
+                 f"prune.frequency ({pr.frequency}), so the last mask update reaches the target",
+                 pr.end_step)
         _require(pr.power >= 1, "prune.power", "an integer >= 1", pr.power)
         _require(pr.learning_rate > 0, "prune.learning_rate", "a number > 0", pr.learning_rate)
         if pr.pattern == "block":
@@ -586,6 +609,8 @@ def validate(config: RecipeConfig) -> RecipeConfig:
                      "null unless prune.pattern is 'block'", pr.block_shape)
         if pr.pattern == "n:m":
             _require(1 <= pr.n < pr.m, "prune.n", f"an integer in [1, prune.m ({pr.m}))", pr.n)
+            _require(pr.scope == "per_variable", "prune.scope",
+                     "'per_variable' when prune.pattern is 'n:m'", pr.scope)
         _check_patterns("prune.include", pr.include)
         _check_patterns("prune.exclude", pr.exclude)
     if q.enabled:
@@ -840,7 +865,29 @@ class Recipe:
         return texts, labels
 
     def _tfds_examples(self, split: str, limit: int | None) -> tuple[Any, list[int]]:
-        raise NotImplementedError("tfds data source")
+        from keras_bertopt import data
+
+        d = self.config.data
+        ds = data.load_glue(d.name, split, 256, data_dir=d.data_dir, download=d.download,
+                            shuffle=False, limit=limit)
+        first: list[str] = []
+        second: list[str] = []
+        labels: list[int] = []
+        for features, label in ds.as_numpy_iterator():
+            if isinstance(features, tuple):
+                first += [t.decode("utf-8") for t in features[0]]
+                second += [t.decode("utf-8") for t in features[1]]
+            else:
+                first += [t.decode("utf-8") for t in features]
+            labels += [int(v) for v in label]
+        if not labels:
+            raise ValueError(f"config key 'data.name': {d.name!r} split {split!r} is empty")
+        if min(labels) < 0:
+            raise ValueError(
+                f"config key 'evaluate.splits': {d.name!r} split {split!r} has no labels "
+                "(GLUE test splits carry -1); evaluate on 'validation'"
+            )
+        return ((first, second) if second else first), labels
 
     def _train_examples(self) -> tuple[Any, list[int]]:
         return self._split_examples("train", self.config.data.train_limit)
@@ -900,26 +947,21 @@ class Recipe:
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
 
-    def _callbacks(self, stage: str, steps: int) -> list[Any]:
+    def _fit(self, stage: str, model: Any, epochs: int, steps: int, extra: list[Any]) -> dict:
         from keras_bertopt import callbacks
 
-        every = max(1, steps // 50)
-        return [
-            callbacks.Throughput(),
-            callbacks.LearningRateLogger(),
-            _CurveRecorder.make(stage, self.state["curves"], every),
-        ]
-
-    def _fit(self, stage: str, model: Any, epochs: int, steps: int, extra: list[Any]) -> dict:
         texts, labels = self._train_examples()
         train = self._dataset(texts, labels, shuffle=True, repeat=True)
+        throughput = callbacks.Throughput(warmup_steps=min(3, max(0, steps - 1)), verbose=0)
+        train = throughput.count_tokens(train, model)
         self.state["curves"] = [c for c in self.state["curves"] if c["stage"] != stage]
+        recorder = _CurveRecorder.make(stage, self.state["curves"], max(1, epochs * steps // 50))
         history = model.fit(
             train,
             epochs=epochs,
             steps_per_epoch=steps,
             validation_data=self._validation_data(),
-            callbacks=[*extra, *self._callbacks(stage, epochs * steps)],
+            callbacks=[*extra, throughput, callbacks.LearningRateLogger(), recorder],
             verbose=self.fit_verbose,
         )
         return {k: [float(v) for v in vs] for k, vs in history.history.items()}
@@ -950,9 +992,13 @@ class Recipe:
         return order[-1] if order else None
 
     def _input_model(self, stage: str) -> Any:
+        """The model `stage` trains: the last finished stage's (it is changed in place, so it
+        leaves the cache and is reloaded from its file when needed again), or a new one."""
         last = self._last_model_stage(stage)
         if last is not None:
-            return self._load_model(last)
+            model = self._load_model(last)
+            del self._models[last]
+            return model
         m = self.config.model
         from keras_bertopt import models
 
@@ -1027,18 +1073,27 @@ class Recipe:
         model = self._input_model("prune")
         steps = self._steps(pr.steps_per_epoch)
         total = pr.epochs * steps
-        end_step = pr.end_step if pr.end_step is not None else max(
-            pr.begin_step + 1, int(0.7 * total)
-        )
+        if pr.end_step is None:
+            # 70% of the stage, on a multiple of `frequency` so the last update hits the target.
+            updates = max(1, int((0.7 * total - pr.begin_step) // pr.frequency))
+            end_step = pr.begin_step + updates * pr.frequency
+        else:
+            end_step = pr.end_step
+        if end_step > total:
+            raise ValueError(
+                f"config key 'prune.end_step' ({end_step}, from begin_step {pr.begin_step} and "
+                f"frequency {pr.frequency}) must be <= the stage's {total} training steps "
+                "(prune.epochs x prune.steps_per_epoch) so the target sparsity is reached"
+            )
         schedule = pruning.PolynomialSparsity(
             initial_sparsity=pr.initial_sparsity, final_sparsity=pr.target_sparsity,
             begin_step=pr.begin_step, end_step=end_step, power=pr.power, frequency=pr.frequency,
         )
-        kwargs: dict[str, Any] = {"pattern": pr.pattern}
+        kwargs: dict[str, Any] = {"pattern": pr.pattern, "scope": pr.scope}
         if pr.pattern == "block":
             kwargs["block_shape"] = tuple(pr.block_shape or ())
         elif pr.pattern == "n:m":
-            kwargs["n"], kwargs["m"] = pr.n, pr.m
+            kwargs["n_m"] = (pr.n, pr.m)
         with self.strategy().scope():
             callback = pruning.MagnitudePruning(
                 schedule=schedule, include=pr.include, exclude=pr.exclude, **kwargs
@@ -1049,27 +1104,53 @@ class Recipe:
             [callback, callbacks.SparsityLogger(include=pr.include, exclude=pr.exclude)],
         )
         plain = pruning.strip_pruning(model)
-        report = pruning.sparsity_report(plain)
+        pruned = pruning.sparsity_report(plain, pr.include, pr.exclude)
+        everything = pruning.sparsity_report(plain)
         path = self._save_model("prune", plain)
+        sparsity = {
+            "pruned_variables": pruned.sparsity, "overall": everything.sparsity,
+            "pruned_size": pruned.size, "pruned_zeros": pruned.zeros,
+            "size": everything.size, "nonzero": everything.nonzero,
+            "per_variable": {v.path: v.sparsity for v in pruned.variables},
+        }
         return {"model": os.path.relpath(path, self.out), "history": history, "steps": total,
-                "end_step": end_step, "sparsity": _plain(report)}
+                "end_step": end_step, "sparsity": sparsity}
 
     def stage_qat(self) -> dict[str, Any]:
         import keras
 
-        from keras_bertopt import quantization
+        from keras_bertopt import pruning, quantization
 
-        q = self.config.qat
+        q, pr = self.config.qat, self.config.prune
         self._seed(2)
         model = self._input_model("qat")
         steps = self._steps(q.steps_per_epoch)
+        extra: list[Any] = []
         with self.strategy().scope():
             qmodel = quantization.quantize_aware(model)
+            if q.preserve_sparsity and "prune" in self.state["completed"]:
+                # Masks computed once from the pruned weights (their zeros are the smallest
+                # magnitudes), then held: the schedule never fires again during QAT.
+                target = 1.0 - pr.n / pr.m if pr.pattern == "n:m" else pr.target_sparsity
+                keep = pruning.MagnitudePruning(
+                    schedule=pruning.ConstantSparsity(target, begin_step=0, frequency=10**9),
+                    include=pr.include, exclude=pr.exclude, pattern=pr.pattern,
+                    block_shape=tuple(pr.block_shape or (1, 4)), n_m=(pr.n, pr.m), scope=pr.scope,
+                )
+                keep.set_model(qmodel)
+                keep.update_masks(target)
+                extra.append(keep)
             self._compile(qmodel, keras.optimizers.AdamW(q.learning_rate, weight_decay=0.0))
-        history = self._fit("qat", qmodel, q.epochs, steps, [])
+        history = self._fit("qat", qmodel, q.epochs, steps, extra)
+        result: dict[str, Any] = {"steps": q.epochs * steps, "history": history}
+        if extra:
+            pruning.strip_pruning(qmodel)
+            kept = pruning.sparsity_report(qmodel, pr.include, pr.exclude)
+            result["sparsity"] = {"pruned_variables": kept.sparsity,
+                                  "overall": pruning.sparsity_report(qmodel).sparsity}
         path = self._save_model("qat", qmodel)
-        return {"model": os.path.relpath(path, self.out), "history": history,
-                "steps": q.epochs * steps}
+        result["model"] = os.path.relpath(path, self.out)
+        return result
 
     def _export_jobs(self) -> list[tuple[str, str]]:
         ex = self.config.export
@@ -1092,31 +1173,40 @@ class Recipe:
         from keras_bertopt import export
 
         exports = []
+        split = next((s for s in ("validation", "test") if self._has_split(s)), "train")
+        texts, _ = self._eval_examples(split)
+        sample = texts[:64] if isinstance(texts, list) else None
         for stage, mode in self._export_jobs():
             name = f"{stage}_{'float32' if mode == 'none' else mode}.tflite"
             path = self._path("export", name)
-            start = time.perf_counter()
+            model = self._load_model(stage)
             report = export.to_tflite(
-                self._load_model(stage),
+                model,
                 path,
                 quantization=mode,
                 representative_data=self._representative_data() if mode == "int8" else None,
                 sequence_length=self.config.model.sequence_length,
+                sample_data=sample,
             )
-            seconds = time.perf_counter() - start
             exports.append({
                 "name": name[: -len(".tflite")], "stage": stage, "quantization": mode,
-                "file": os.path.relpath(path, self.out), "size_bytes": os.path.getsize(path),
-                "gzip_bytes": gzip_size(path), "seconds": seconds, "export_report": _plain(report),
+                "quantize_aware": bool(report.quantize_aware),
+                "file": os.path.relpath(path, self.out), "size_bytes": report.size_bytes,
+                "gzip_bytes": report.gzip_bytes, "seconds": report.seconds,
+                "latency_ms": report.latency_ms, "export_report": report.to_dict(),
             })
-            self.log(f"[keras-bertopt]   export {name}: {os.path.getsize(path) / 1e6:.2f} MB "
-                     f"in {seconds:.1f} s")
+            self.log(
+                f"[keras-bertopt]   export {name}: {report.size_bytes / 1e6:.3f} MB, "
+                f"{report.int8_ops} int8 / {report.hybrid_ops} hybrid / {report.float_ops} float "
+                f"ops, label agreement {_fmt(report.label_agreement)}, max |logit diff| "
+                f"{_fmt(report.max_abs_logit_diff, '.3g')}, {report.seconds:.1f} s"
+            )
         return {"files": exports}
 
     def stage_evaluate(self) -> dict[str, Any]:
         import numpy as np
 
-        from keras_bertopt import export
+        from keras_bertopt import export, pruning
 
         num_classes = self.config.model.num_classes
         splits = self.config.evaluate.splits
@@ -1127,8 +1217,10 @@ class Recipe:
                 continue
             model = self._load_model(stage)
             path = self._path(stage, "model.keras")
-            entry: dict[str, Any] = {"stage": stage, "size_bytes": os.path.getsize(path),
-                                     "gzip_bytes": gzip_size(path), "metrics": {}}
+            entry: dict[str, Any] = {
+                "stage": stage, "size_bytes": os.path.getsize(path), "gzip_bytes": gzip_size(path),
+                "sparsity": pruning.sparsity_report(model).sparsity, "metrics": {},
+            }
             for split in splits:
                 texts, labels = self._eval_examples(split)
                 ds = self._dataset(texts, labels, shuffle=False, repeat=False)
@@ -1195,14 +1287,19 @@ class Recipe:
         return report.build_report(self.state)
 
 
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def _summary(stage: str, result: dict[str, Any]) -> str:
     history = result.get("history") or {}
     parts = []
     if "val_accuracy" in history and history["val_accuracy"]:
         parts.append(f"val accuracy {history['val_accuracy'][-1]:.4f}")
     sparsity = result.get("sparsity")
-    if isinstance(sparsity, Mapping) and isinstance(sparsity.get("overall"), (int, float)):
-        parts.append(f"sparsity {sparsity['overall']:.3f}")
+    if isinstance(sparsity, Mapping) and "pruned_variables" in sparsity:
+        parts.append(f"sparsity of pruned kernels {sparsity['pruned_variables']:.3f}, "
+                     f"of all weights {sparsity['overall']:.3f}")
     if stage == "export":
         parts.append(f"{len(result.get('files', []))} TFLite files")
     if stage == "evaluate":
@@ -1258,7 +1355,7 @@ def demo_config(output_dir: str | None = None) -> RecipeConfig:
         data=DataConfig(source="demo", batch_size=32),
         finetune=FinetuneConfig(
             epochs=2, steps_per_epoch=64,
-            optimizer=OptimizerConfig(kind="adamw", peak_learning_rate=1e-3, weight_decay=0.01),
+            optimizer=OptimizerConfig(kind="adamw", peak_learning_rate=3e-3, weight_decay=0.01),
             schedule=ScheduleConfig(kind="linear", warmup_ratio=0.1),
         ),
         prune=PruneConfig(target_sparsity=0.5, epochs=1, steps_per_epoch=64, frequency=8,

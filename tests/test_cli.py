@@ -84,3 +84,94 @@ def test_console_script_runs():
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0 and "keras-bertopt" in result.stdout
+
+
+# ----------------------------------------------------------------------------- the demo
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """`keras-bertopt demo --output DIR` run once for the tests below (the whole recipe)."""
+    out = str(tmp_path_factory.mktemp("demo") / "run")
+    assert cli.main(["demo", "--output", out, "--quiet"]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_demo_runs_every_stage_and_reports(demo_run, capsys):
+    import json
+
+    out = demo_run
+    report = json.loads(open(os.path.join(out, "report.json")).read())
+    assert report["completed"] == ["finetune", "prune", "qat", "export", "evaluate"]
+    for stage in ("finetune", "prune", "qat"):
+        assert os.path.isfile(os.path.join(out, stage, "model.keras"))
+    names = {e["name"]: e for e in report["exports"]}
+    assert sorted(names) == ["prune_dynamic", "prune_float32", "prune_int8", "qat_int8"]
+    for entry in names.values():
+        path = os.path.join(out, entry["file"])
+        assert open(path, "rb").read()[4:8] == b"TFL3"  # a TFLite flatbuffer
+        assert entry["size_bytes"] == os.path.getsize(path) > entry["gzip_bytes"] > 0
+        for split in ("validation", "test"):
+            # The tiny model learns the demo task; every small file still works.
+            assert entry["metrics"][split]["accuracy"] >= 0.85, (entry["name"], split)
+            assert entry["metrics"][split]["examples"] == 256
+        assert entry["latency_ms"] > 0
+    assert names["prune_float32"]["agreement_with_keras"]["validation"] >= 0.99
+    assert names["prune_float32"]["max_abs_logit_diff"] < 1e-3
+    assert names["qat_int8"]["agreement_with_keras"]["validation"] >= 0.95
+    assert names["qat_int8"]["int8_ops"] > 0
+    assert names["prune_int8"]["size_bytes"] < 0.8 * names["prune_float32"]["size_bytes"]
+    # The pruned kernels are half zeros, and QAT kept them (sparsity-preserving QAT).
+    stages = {s["stage"]: s for s in report["stages"]}
+    assert stages["prune"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert stages["qat"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    models = {m["stage"]: m for m in report["models"]}
+    assert models["prune"]["sparsity"] > models["finetune"]["sparsity"] + 0.2
+    assert models["qat"]["sparsity"] > models["finetune"]["sparsity"] + 0.2
+    assert models["finetune"]["metrics"]["validation"]["accuracy"] >= 0.9
+    assert {c["stage"] for c in report["curves"]} == {"finetune", "prune", "qat"}
+    md = open(os.path.join(out, "report.md")).read()
+    assert "| qat | tflite int8 |" in md and "| prune | keras |" in md
+    assert open(os.path.join(out, "report.png"), "rb").read()[:4] == b"\x89PNG"
+
+    # Re-running into the finished directory trains nothing and exits 0.
+    capsys.readouterr()
+    assert cli.main(["demo", "--output", out, "--quiet"]) == 0
+    assert capsys.readouterr().out.count("already completed") == 5
+
+
+@pytest.mark.slow
+def test_evaluate_and_export_commands_on_demo_outputs(demo_run, tmp_path, capsys):
+    import json
+
+    out = demo_run
+    capsys.readouterr()
+    # A recipe's TFLite file finds its preprocessor in the run folder.
+    assert cli.main(["evaluate", os.path.join(out, "export", "qat_int8.tflite"),
+                     "--data", "demo:test", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    report = json.loads(open(os.path.join(out, "report.json")).read())
+    qat_int8 = next(e for e in report["exports"] if e["name"] == "qat_int8")
+    assert metrics["accuracy"] == pytest.approx(qat_int8["metrics"]["test"]["accuracy"])
+    assert metrics["examples"] == 256
+
+    data = tmp_path / "few.tsv"
+    data.write_text("label\tsentence\n1\tgreat wonderful film\n0\tawful boring plot\n")
+    assert cli.main(["evaluate", os.path.join(out, "prune", "model.keras"),
+                     "--data", str(data), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["examples"] == 2 and metrics["accuracy"] == 1.0
+
+    target = str(tmp_path / "dyn.tflite")
+    assert cli.main(["export", os.path.join(out, "prune", "model.keras"), "--output", target,
+                     "--quantization", "dynamic"]) == 0
+    assert "wrote" in capsys.readouterr().out and os.path.getsize(target) > 0
+    assert cli.main(["evaluate", target, "--data", "demo:validation", "--preprocessor",
+                     os.path.join(out, "prune", "model.keras")]) == 0
+    assert "accuracy 0.9" in capsys.readouterr().out
+    # int8 of a float model needs representative data: refused before any work.
+    assert cli.main(["export", os.path.join(out, "prune", "model.keras"), "--output",
+                     str(tmp_path / "x.tflite"), "--quantization", "int8"]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert not (tmp_path / "x.tflite").exists()

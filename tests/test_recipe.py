@@ -209,7 +209,8 @@ def _fake_state():
         "stages": {
             "finetune": {"seconds": 3.0, "steps": 10, "history": {"loss": [0.3],
                                                                    "val_accuracy": [0.9]}},
-            "prune": {"seconds": 2.0, "steps": 5, "sparsity": {"overall": 0.5}},
+            "prune": {"seconds": 2.0, "steps": 5,
+                      "sparsity": {"pruned_variables": 0.5, "overall": 0.4}},
             "export": {"seconds": 1.0, "files": []},
             "evaluate": {
                 "seconds": 1.0,
@@ -219,7 +220,9 @@ def _fake_state():
                 "exports": [{"name": "prune_int8", "stage": "prune", "quantization": "int8",
                              "size_bytes": 500_000, "gzip_bytes": 300_000, "metrics": metrics,
                              "agreement_with_keras": {"validation": 0.99},
-                             "export_report": {"latency_ms": 1.5, "sparsity": 0.5}}],
+                             "latency_ms": 1.5,
+                             "export_report": {"latency_ms": 1.5, "all_weight_sparsity": 0.5,
+                                               "weight_sparsity": 0.6}}],
             },
         },
     }
@@ -239,3 +242,59 @@ def test_report_files(tmp_path):
     png = (tmp_path / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]  # no temporary leftovers
+
+
+# ----------------------------------------------------------------------------- stages
+
+#: A few-step recipe on a 1-layer tiny BERT: exercises the stage code, not accuracy.
+MICRO = {
+    "model": {"sequence_length": 16,
+              "tiny": {"num_layers": 1, "hidden_dim": 16, "intermediate_dim": 32}},
+    "data": {"batch_size": 16, "train_limit": 128, "eval_limit": 32},
+    "finetune": {"epochs": 1, "steps_per_epoch": 4},
+    "prune": {"steps_per_epoch": 4, "frequency": 1, "target_sparsity": 0.5},
+    "qat": {"enabled": False},
+    "export": {"enabled": False},
+    "evaluate": {"splits": ["validation"]},
+}
+
+
+@pytest.mark.slow
+def test_failed_stage_keeps_earlier_ones_and_rerun_resumes(tmp_path, monkeypatch):
+    out = str(tmp_path / "run")
+    lines = []
+
+    def broken(self):
+        raise RuntimeError("disk full (simulated)")
+
+    monkeypatch.setattr(recipe.Recipe, "stage_prune", broken)
+    with pytest.raises(recipe.RecipeError, match="stage 'prune' failed: disk full"):
+        recipe.run(MICRO, output_dir=out, log=lines.append, fit_verbose=0)
+    state = json.loads(open(os.path.join(out, "state.json")).read())
+    assert state["completed"] == ["finetune"]
+    assert os.path.isfile(os.path.join(out, "finetune", "model.keras"))
+    finetune_bytes = open(os.path.join(out, "finetune", "model.keras"), "rb").read()
+    assert any("prune: FAILED" in line for line in lines)
+
+    monkeypatch.undo()
+    lines.clear()
+    result = recipe.run(MICRO, output_dir=out, log=lines.append, fit_verbose=0)
+    assert any("finetune: already completed" in line for line in lines)
+    assert any("prune: done in" in line for line in lines)
+    # The fine-tuned model was not retrained or rewritten.
+    assert open(os.path.join(out, "finetune", "model.keras"), "rb").read() == finetune_bytes
+    assert result["completed"] == ["finetune", "prune", "evaluate"]
+    prune_row = next(r for r in result["stages"] if r["stage"] == "prune")
+    assert prune_row["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    pruned = next(m for m in result["models"] if m["stage"] == "prune")
+    dense = next(m for m in result["models"] if m["stage"] == "finetune")
+    assert pruned["sparsity"] > dense["sparsity"] + 0.1
+    assert pruned["metrics"]["validation"]["examples"] == 32
+    for name in report.REPORT_FILES:
+        assert os.path.getsize(os.path.join(out, name)) > 0
+    assert {c["stage"] for c in result["curves"]} == {"finetune", "prune"}
+
+    # Everything done: a third run trains nothing and keeps the results.
+    lines.clear()
+    recipe.run(MICRO, output_dir=out, log=lines.append, fit_verbose=0)
+    assert sum("already completed" in line for line in lines) == 3
