@@ -83,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         "dev_examples_per_second": round(n_dev / eval_seconds, 1),
         "cached_model": path,
         "from_cache": cached,
-        "command": "flock /tmp/kbo_bench.lock python benchmarks/finetune_minilm.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(
+            ["flock /tmp/kbo_bench.lock python benchmarks/finetune_minilm.py"]
+            + list(argv if argv is not None else sys.argv[1:])
+        ),
     }
     print(json.dumps(result, indent=2))
     common.write_result("finetune_minilm", result)
