@@ -19,17 +19,20 @@ The boolean `padding_mask` failure. `fit` of a keras-hub task built inside a
 stock `tf.distribute.MirroredStrategy` scope fails with
 ``Value for attr 'T' of bool is not in the list of allowed values ... {{node
 AddN}}``. The cause is in Keras (``keras/src/backend/tensorflow/trainer.py``,
-`TensorFlowTrainer._maybe_symbolic_build`): before training, whenever the model
-was created under a strategy, Keras takes the first distributed batch and
-`strategy.reduce("MEAN", batch)`s it across replicas to get one example batch to
-build the model from. The preprocessor's ``padding_mask`` is `tf.bool`, and the
-cross-replica reduction sums with `AddN`, which has no bool kernel. Training
-itself never reduces the batch. The strategies returned here
+`TensorFlowTrainer._maybe_symbolic_build`): before training (and evaluating),
+whenever the model was created under a strategy, Keras takes the first
+distributed batch and `strategy.reduce("MEAN", batch)`s it across replicas to
+get one example batch to build the model from. The preprocessor's
+``padding_mask`` is `tf.bool`, and the cross-replica reduction sums with `AddN`,
+which has no bool kernel. Training itself never reduces the batch. The same
+call fails differently under `MultiWorkerMirroredStrategy`, whose `reduce` does
+not accept a nest at all (``Attempt to convert a value ({'token_ids': ...}) ...
+to a Tensor``), whatever the dtypes. The strategies returned here
 (`MirroredStrategy`, `MultiWorkerMirroredStrategy`, `TPUStrategy` below, plain
-subclasses of TensorFlow's) reduce a boolean value by casting it to int32 per
-replica, reducing, and casting the result back (any replica True -> True), so
-the model, the preprocessor and the data stay exactly as they were and nothing
-else is asked of the user. Pass one of them where you would pass TensorFlow's.
+subclasses of TensorFlow's) reduce a nest leaf by leaf and a boolean leaf by
+casting it to int32 per replica, reducing, and casting the result back, so the
+model, the preprocessor and the data stay exactly as they were and nothing else
+is asked of the user. Pass one of them where you would pass TensorFlow's.
 """
 
 from __future__ import annotations
@@ -57,7 +60,14 @@ class TPUNotFoundError(RuntimeError):
 def _bool_safe_reduce(
     strategy: Any, base_reduce: Any, reduce_op: Any, value: Any, axis: Any
 ) -> Any:
-    """`base_reduce(reduce_op, value, axis)` that also accepts boolean leaves."""
+    """`base_reduce(reduce_op, value, axis)` leaf by leaf, accepting boolean leaves.
+
+    A nest (Keras passes the whole ``(features_dict, labels)`` batch) is reduced
+    one leaf at a time, as `MirroredStrategy` already does and
+    `MultiWorkerMirroredStrategy` does not (it tries to convert the dict to one
+    tensor). Boolean leaves are cast to int32 on each replica, reduced, and cast
+    back (nonzero -> True).
+    """
     import tensorflow as tf
 
     leaves = tf.nest.flatten(value)
@@ -66,22 +76,30 @@ def _bool_safe_reduce(
         results = strategy.experimental_local_results(v)
         return getattr(results[0], "dtype", None) if results else None
 
-    is_bool = [leaf_dtype(v) == tf.bool for v in leaves]
-    if not any(is_bool):
-        return base_reduce(reduce_op, value, axis)
+    def leaf_axis(v: Any) -> Any:
+        # Keras reduces scalar metrics with axis=0 under MultiWorkerMirroredStrategy
+        # (`reduce_per_replica`, reduction "mean"); a scalar has no axis 0, so
+        # reduce it across replicas only.
+        if axis is None:
+            return None
+        results = strategy.experimental_local_results(v)
+        shape = getattr(results[0], "shape", None) if results else None
+        return None if shape is not None and shape.rank == 0 else axis
 
-    def to_int(structure: Any) -> Any:
-        return tf.nest.map_structure(
-            lambda t: tf.cast(t, tf.int32) if t.dtype == tf.bool else t, structure
-        )
+    if len(leaves) == 1 and leaf_dtype(leaves[0]) != tf.bool:
+        return base_reduce(reduce_op, value, leaf_axis(leaves[0]))
 
-    as_int = strategy.run(tf.function(to_int), args=(value,))
-    reduced = base_reduce(reduce_op, as_int, axis)
-    flat = [
-        tf.cast(r, tf.bool) if b else r
-        for r, b in zip(tf.nest.flatten(reduced), is_bool, strict=True)
-    ]
-    return tf.nest.pack_sequence_as(reduced, flat)
+    def to_int(t: Any) -> Any:
+        return tf.cast(t, tf.int32)
+
+    reduced = []
+    for leaf in leaves:
+        if leaf_dtype(leaf) == tf.bool:
+            as_int = strategy.run(tf.function(to_int), args=(leaf,))
+            reduced.append(tf.cast(base_reduce(reduce_op, as_int, leaf_axis(leaf)), tf.bool))
+        else:
+            reduced.append(base_reduce(reduce_op, leaf, leaf_axis(leaf)))
+    return tf.nest.pack_sequence_as(value, reduced)
 
 
 def _strategy_classes() -> dict[str, type]:
