@@ -182,6 +182,9 @@ def test_pruned_weights_export_with_their_zeros(tiny_classifier, tmp_path):
     assert report.weight_sparsity >= 0.5
     facts_weights = report.ops["FULLY_CONNECTED"]
     assert facts_weights.get("hybrid", 0) >= 13
+    assert len(report.weights) == 14
+    assert all(w["sparsity"] >= 0.5 for w in report.weights)
+    assert {w["dtype"] for w in report.weights} == {"INT8", "FLOAT32"}  # small logits kernel
     assert report.all_weight_sparsity < report.weight_sparsity  # embeddings were not pruned
 
 

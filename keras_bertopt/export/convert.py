@@ -442,6 +442,7 @@ def to_tflite(
             all_weight_sparsity=facts["all_weight_sparsity"],
             weight_params=facts["weight_params"],
             fake_quant_ops=fake_quant_ops,
+            weights=facts["weights"],
             num_threads=num_threads,
         )
         if samples is not None:

@@ -47,6 +47,8 @@ class ExportReport:
             DEQUANTIZE), read from the file's buffers; all_weight_sparsity: the
             same over every constant tensor of rank >= 2 (embeddings included);
             weight_params: element count behind weight_sparsity.
+        weights: per matmul weight tensor in the file: name, dtype (FLOAT32,
+            INT8, FLOAT16), shape, sparsity.
 
     Verification (None when `verify=False`):
         num_samples, sample_source ("representative_data" | "sample_data" |
@@ -72,6 +74,7 @@ class ExportReport:
     all_weight_sparsity: float
     weight_params: int
     fake_quant_ops: int = 0
+    weights: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     num_samples: int = 0
     sample_source: str | None = None
     max_abs_logit_diff: float | None = None
