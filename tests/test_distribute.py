@@ -1,0 +1,282 @@
+"""keras_bertopt.distribute: strategy selection, batch sizes, and real distributed fits.
+
+Distributed runs happen in fresh subprocesses (logical devices and collective ops
+must be configured before TensorFlow starts), each bounded by a timeout and
+killed on failure.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
+ENV.pop("TF_CONFIG", None)
+
+
+def _run(code, timeout, env=None):
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, env=env or ENV, timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
+
+
+def _result(stdout):
+    line = [x for x in stdout.splitlines() if x.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def test_argument_errors_and_batch_sizes(monkeypatch):
+    from keras_bertopt import distribute
+
+    with pytest.raises(ValueError, match="`kind` must be one of"):
+        distribute.get_strategy("gpu")
+    with pytest.raises(ValueError, match="`devices` applies to kind='mirrored'"):
+        distribute.get_strategy("cpu", devices=["/cpu:0"])
+    with pytest.raises(ValueError, match="`devices` must be a list"):
+        distribute.get_strategy("mirrored", devices="/gpu:0")
+    with pytest.raises(ValueError, match="`communication`"):
+        distribute.get_strategy("multi_worker", communication="mpi")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG environment variable"):
+        distribute.get_strategy("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="TF_CONFIG must be JSON"):
+        distribute.get_strategy("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1"]},
+                                                 "task": {"type": "worker", "index": 3}}))
+    with pytest.raises(ValueError, match="does not name a member"):
+        distribute.get_strategy("multi_worker")
+
+    import tensorflow as tf
+
+    cpu = distribute.get_strategy("cpu")
+    assert isinstance(cpu, tf.distribute.OneDeviceStrategy)
+    sizes = distribute.batch_sizes(32, cpu)
+    assert (sizes.global_batch_size, sizes.per_replica_batch_size, sizes.num_replicas) == (
+        32, 32, 1)
+    mirrored = distribute.get_strategy("mirrored", devices=["/cpu:0"])
+    assert isinstance(mirrored, tf.distribute.MirroredStrategy)
+    assert "1 replica(s)" in distribute.describe(mirrored, 8)
+    with pytest.raises(ValueError, match="global_batch_size"):
+        distribute.batch_sizes(0)
+
+    class Two:
+        num_replicas_in_sync = 2
+
+    assert distribute.batch_sizes(64, Two()).per_replica_batch_size == 32
+    with pytest.raises(ValueError, match="multiple of the 2 replicas"):
+        distribute.batch_sizes(33, Two())
+
+
+def test_tpu_without_a_tpu_names_what_it_tried():
+    out = _run(
+        """
+        import json
+        from keras_bertopt.distribute import TPUNotFoundError, get_strategy
+        messages = []
+        for kwargs in ({}, {"tpu": "local"}):
+            try:
+                get_strategy("tpu", **kwargs)
+            except TPUNotFoundError as err:
+                messages.append(str(err))
+        auto = type(get_strategy("auto")).__name__
+        print("RESULT " + json.dumps({"messages": messages, "auto": auto}))
+        """,
+        timeout=300,
+    )
+    result = _result(out)
+    default, local = result["messages"]
+    assert "TPUClusterResolver(tpu=None, zone=None, project=None)" in default
+    assert "tpu='local'" in default  # tells the user what to pass on a TPU VM
+    assert "TPUClusterResolver(tpu='local'" in local
+    assert "initialize_tpu_system" in local
+    # auto on this CPU-only machine with no TPU hints: TensorFlow's default strategy.
+    assert result["auto"] == "_DefaultDistributionStrategy"
+
+
+MIRRORED = """
+import json, time
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import numpy as np
+import keras_bertopt as kb
+from keras_bertopt.callbacks import (
+    LearningRateLogger, SparsityLogger, Throughput, ValidationMetrics)
+from keras_bertopt.pruning import MagnitudePruning, PolynomialSparsity
+
+strategy = kb.distribute.get_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
+assert strategy.num_replicas_in_sync == 2
+
+# The fix itself: reducing boolean per-replica values (what Keras does with the
+# preprocessor's padding_mask) works and stays boolean.
+flags = strategy.experimental_distribute_values_from_function(
+    lambda ctx: tf.constant([True, False]) if ctx.replica_id_in_sync_group == 0
+    else tf.constant([False, False]))
+reduced = strategy.reduce("MEAN", {"mask": flags, "n": strategy.run(lambda: tf.constant(2))},
+                          axis=None)
+assert reduced["mask"].dtype == tf.bool and reduced["mask"].numpy().tolist() == [True, False]
+
+def build(scope_strategy):
+    with scope_strategy.scope():
+        model = kb.models.build_classifier(
+            kb.models.TinyConfig(dropout=0.0, seed=0), 2, sequence_length=32, dropout=0.0)
+        schedule = kb.schedules.create(
+            "linear", peak_learning_rate=3e-3, total_steps=8, warmup_steps=2)
+        model.compile(optimizer=keras.optimizers.AdamW(schedule),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+    return model
+
+def fit(model):
+    throughput = Throughput(warmup_steps=1, verbose=0)
+    callbacks = [
+        MagnitudePruning(PolynomialSparsity(0.0, 0.5, begin_step=1, end_step=6, frequency=2)),
+        throughput, LearningRateLogger(), SparsityLogger(),
+        ValidationMetrics(kb.data.demo_dataset("validation", 16, size=32)),
+    ]
+    train = kb.data.demo_dataset("train", 16, size=64, shuffle=False)
+    history = model.fit(throughput.count_tokens(train, model), epochs=2, verbose=0,
+                        callbacks=callbacks)
+    return history.history, throughput
+
+def weights(model):
+    out = {}
+    for v in model.weights:
+        copies = getattr(v.value, "values", None)
+        if copies is not None:  # every replica holds the same value
+            for c in copies[1:]:
+                assert np.array_equal(copies[0].numpy(), c.numpy()), v.path
+        out[v.path] = keras.ops.convert_to_numpy(v)
+    return out
+
+single = build(tf.distribute.get_strategy())
+single_history, _ = fit(single)
+mirrored = build(strategy)
+mirrored_history, throughput = fit(mirrored)
+w1, w2 = weights(single), weights(mirrored)
+assert set(w1) == set(w2), set(w1) ^ set(w2)
+initial = build(tf.distribute.get_strategy())
+moved = max(float(np.max(np.abs(w1[v.path] - keras.ops.convert_to_numpy(v))))
+            for v in initial.trainable_weights)
+# A tf.data dataset of raw strings built by hand, on the same mirrored model.
+texts, labels = kb.data.demo_examples("train", 32)
+raw = tf.data.Dataset.from_tensor_slices((texts, labels)).batch(16)
+raw_loss = mirrored.fit(raw, epochs=1, verbose=0).history["loss"]
+print("RESULT " + json.dumps({
+    "single": single_history, "mirrored": mirrored_history, "raw_loss": raw_loss,
+    "max_weight_diff": max(float(np.max(np.abs(w1[k] - w2[k]))) for k in w1),
+    "weights_moved": moved,
+    "zeros_differ": sum(int(np.sum((w1[k] == 0) != (w2[k] == 0))) for k in w1),
+    "mirrored_tokens": [r["tokens"] for r in throughput.epoch_rates],
+    "real_tokens": int(np.sum(keras.ops.convert_to_numpy(
+        mirrored.preprocessor(np.array(kb.data.demo_examples("train", 64)[0]))["padding_mask"]))),
+    "batch": str(kb.distribute.batch_sizes(16, strategy)),
+}))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_two_cpu_replicas_match_a_single_device_run():
+    """Tiny BERT + LR schedule + MagnitudePruning + all metrics callbacks on raw strings.
+
+    Tolerance: weights within 1e-5 (absolute) of the single-device run after 8
+    AdamW steps (same data order, same seed, dropout 0); the two runs differ
+    only in float summation order (per-replica gradients are all-reduced).
+    """
+    result = _result(_run(MIRRORED, timeout=600))
+    single, mirrored = result["single"], result["mirrored"]
+    assert result["weights_moved"] > 1e-3  # training really changed the weights
+    assert result["max_weight_diff"] < 1e-5, result["max_weight_diff"]
+    assert result["zeros_differ"] == 0  # identical pruning masks
+    for key in ("loss", "learning_rate", "sparsity", "val_accuracy", "val_f1", "val_mcc"):
+        assert mirrored[key] == pytest.approx(single[key], rel=1e-4, abs=1e-6), key
+    assert mirrored["sparsity"][-1] == pytest.approx(0.5, abs=0.01)
+    assert result["mirrored_tokens"][1] == result["real_tokens"]  # epoch 2: every batch
+    assert result["batch"] == "global batch 16 = 2 replica(s) x 8"
+    assert len(result["raw_loss"]) == 1 and result["raw_loss"][0] > 0
+
+
+WORKER = """
+import json, sys
+import keras_bertopt as kb
+# Created first: collective ops must be configured before TensorFlow starts work.
+strategy = kb.distribute.get_strategy("multi_worker", communication="ring")
+import keras
+import numpy as np
+from keras_bertopt.callbacks import LearningRateLogger, Throughput
+with strategy.scope():
+    model = kb.models.build_classifier(
+        kb.models.TinyConfig(dropout=0.0, seed=0), 2, sequence_length=32, dropout=0.0)
+    model.compile(optimizer=keras.optimizers.AdamW(3e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+train = kb.data.demo_dataset("train", 16, size=48, shuffle=False)
+history = model.fit(train, epochs=1, verbose=0,
+                    callbacks=[Throughput(warmup_steps=1, verbose=0), LearningRateLogger()])
+np.savez(sys.argv[1], **{v.path.replace("/", "__"): keras.ops.convert_to_numpy(v)
+                         for v in model.weights})
+print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync,
+                              "loss": history.history["loss"]}), flush=True)
+"""
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest.mark.slow
+def test_multi_worker_two_processes_end_with_identical_weights(tmp_path):
+    import numpy as np
+
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(WORKER))
+    cluster = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    procs, logs = [], []
+    deadline = time.monotonic() + 480
+    try:
+        for index in range(2):
+            tf_config = {"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}}
+            env = dict(ENV, TF_CONFIG=json.dumps(tf_config))
+            out, err = tmp_path / f"out{index}.txt", tmp_path / f"err{index}.txt"
+            logs.append((out, err))
+            with open(out, "w") as fo, open(err, "w") as fe:
+                procs.append(subprocess.Popen(
+                    [sys.executable, str(script), str(tmp_path / f"w{index}.npz")],
+                    env=env, stdout=fo, stderr=fe,
+                ))
+        # Wait for both; if one fails, the other would wait for it forever: stop it.
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            if any(p.poll() not in (None, 0) for p in procs):
+                break
+            time.sleep(0.5)
+    finally:
+        for p in procs:  # bounded: never leave a worker behind
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
+    for p, (_, err) in zip(procs, logs, strict=True):
+        assert p.returncode == 0, err.read_text()[-4000:]
+    outputs = [out.read_text() for out, _ in logs]
+    results = [_result(out) for out in outputs]
+    assert [r["replicas"] for r in results] == [2, 2]
+    assert results[0]["loss"] == results[1]["loss"]
+    first, second = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+    assert sorted(first.files) == sorted(second.files) and len(first.files) > 30
+    for name in first.files:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
