@@ -120,6 +120,7 @@ def test_ema_and_batch_range():
         ({"ema_decay": "fast"}, "ema_decay"),
         ({"num_bits": 4}, "num_bits"),
         ({"quantize_outputs": "yes"}, "quantize_outputs"),
+        ({"quantize_embeddings": 1}, "quantize_embeddings"),
         ({"include": "(unclosed"}, "include"),
         ({"exclude": 3}, "exclude"),
     ],
@@ -142,8 +143,8 @@ def test_config_round_trip_and_resolve():
 
 # ----------------------------------------------------------------------------- wrapper
 def test_quantize_aware_wraps_copy_with_same_weights(tiny_classifier):
-    texts = ["a good film", "not a good film at all"]
-    before = tiny_classifier.predict(texts, verbose=0)
+    inputs = tiny_classifier.preprocessor(["a good film", "not a good film at all"])
+    before = keras.ops.convert_to_numpy(tiny_classifier(inputs))
     qat = quantize_aware(tiny_classifier)
     assert isinstance(qat, QuantizeAwareTextClassifier)
     assert is_quantize_aware(qat) and not is_quantize_aware(tiny_classifier)
@@ -156,15 +157,15 @@ def test_quantize_aware_wraps_copy_with_same_weights(tiny_classifier):
     for path, value in original.items():
         np.testing.assert_array_equal(value, wrapped[path])
     assert not any(quantizer_of(layer) for layer in tiny_classifier._flatten_layers())
-    np.testing.assert_array_equal(tiny_classifier.predict(texts, verbose=0), before)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(tiny_classifier(inputs)), before)
     # Per-channel scales along the output channels of every layer kind.
     axes = {quantizer_of(layer).target: quantizer_of(layer).reduce_axes
             for layer in quantized_layers(qat)}
     assert axes["transformer_layer_0/self_attention_layer/query/kernel"] == (0,)
     assert axes["transformer_layer_0/self_attention_layer/attention_output/kernel"] == (0, 1)
     assert axes["transformer_layer_0/feedforward_intermediate_dense/kernel"] == (0,)
-    # Raw strings still work (preprocessor kept) and the outputs stay close to float.
-    out = qat.predict(texts, verbose=0)
+    # Raw strings still work (the preprocessor is kept).
+    out = qat.predict(["a good film", "not a good film at all"], verbose=0)
     assert out.shape == (2, 2) and np.all(np.isfinite(out))
 
 
@@ -179,6 +180,26 @@ def test_quantize_aware_exclude_and_per_tensor(tiny_classifier):
     assert all(q.reduce_axes is None for q in qat.quantizers)
     only_ffn = quantize_aware(tiny_classifier, QuantizationConfig(include=r"feedforward_"))
     assert len(only_ffn.quantized_paths) == 4
+    assert only_ffn.quantized_embedding_paths == []  # embeddings stay float by default
+
+
+def test_quantize_embeddings_option(tiny_classifier):
+    qat = quantize_aware(
+        tiny_classifier,
+        QuantizationConfig(quantize_embeddings=True, exclude=r"segment_embedding"),
+    )
+    assert sorted(qat.quantized_embedding_paths) == [
+        "position_embedding/embeddings",
+        "token_embedding/embeddings",
+    ]
+    assert sorted(qat.quantized_paths) == TINY_KERNELS
+    token = [layer for layer in quantized_layers(qat) if layer.name == "token_embedding"][0]
+    ids = np.array([[2, 5, 9, 3]], dtype="int32")
+    table = keras.ops.convert_to_numpy(token.embeddings)
+    out = keras.ops.convert_to_numpy(token(ids))
+    scale = np.abs(table).max() / 127.0  # one symmetric scale for the whole table
+    np.testing.assert_allclose(out / scale, np.round(out / scale), atol=1e-3)
+    assert np.abs(out - table[ids]).max() <= scale / 2 + 1e-6
 
 
 def test_quantize_aware_errors(tiny_classifier):
@@ -220,7 +241,7 @@ def trained_qat():
     model = build_classifier(TinyConfig(), num_classes=2, sequence_length=32)
     _compile(model, 1e-3)
     model.fit(demo_dataset("train", batch_size=32, size=1024), epochs=1, verbose=0)
-    qat = quantize_aware(model)
+    qat = quantize_aware(model, QuantizationConfig(quantize_embeddings=True))
     _compile(qat, 1e-3)
     history = qat.fit(demo_dataset("train", batch_size=32, size=1024), epochs=2, verbose=0)
     return qat, history.history
@@ -268,6 +289,7 @@ def test_qat_int8_export_has_int8_matmuls_and_agrees(trained_qat, tmp_path):
     fully_connected = report.ops["FULLY_CONNECTED"]
     assert fully_connected.get("int8", 0) >= len(qat.quantized_paths)
     assert fully_connected.get("float", 0) == 0 and fully_connected.get("hybrid", 0) == 0
+    assert report.ops["GATHER"].get("int8", 0) >= 2  # token and segment tables are int8
     assert report.label_agreement >= 0.98
     runner = TFLiteClassifier(str(path), qat.preprocessor)
     tflite_labels = runner.predict(texts)["labels"]
@@ -282,7 +304,7 @@ def test_qat_state_survives_backup_and_restore(tmp_path):
     from keras_bertopt.models import TinyConfig, build_classifier
 
     backup = str(tmp_path / "backup")
-    data = demo_dataset("train", batch_size=32, size=128)
+    data = demo_dataset("train", batch_size=32, size=64)
 
     class StopAfterFirstEpoch(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -297,7 +319,7 @@ def test_qat_state_survives_backup_and_restore(tmp_path):
         first.fit(data, epochs=2, verbose=0,
                   callbacks=[keras.callbacks.BackupAndRestore(backup), stop])
     step, ranges = stop.state
-    assert step == 4
+    assert step == 2
 
     class Record(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -311,4 +333,4 @@ def test_qat_state_survives_backup_and_restore(tmp_path):
     assert record.state[0] == step
     assert record.state[1] == ranges
     assert len(history.history["loss"]) == 1  # resumed at the second epoch
-    assert second.qat_step == 8
+    assert second.qat_step == 4
