@@ -193,7 +193,9 @@ def test_quantize_embeddings_option(tiny_classifier):
         "token_embedding/embeddings",
     ]
     assert sorted(qat.quantized_paths) == TINY_KERNELS
-    token = [layer for layer in quantized_layers(qat) if layer.name == "token_embedding"][0]
+    assert len(quantized_layers(qat)) == len(TINY_KERNELS)  # matmul layers only
+    token = qat.backbone.get_layer("token_embedding")
+    assert quantizer_of(token).weights_only
     ids = np.array([[2, 5, 9, 3]], dtype="int32")
     table = keras.ops.convert_to_numpy(token.embeddings)
     out = keras.ops.convert_to_numpy(token(ids))

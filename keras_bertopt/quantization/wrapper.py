@@ -269,11 +269,15 @@ def is_quantize_aware(model: Any) -> bool:
 
 
 def quantized_layers(model: Any) -> list[Any]:
-    """The Dense / EinsumDense layers of `model` that run with fake quantization."""
+    """The Dense / EinsumDense layers of `model` that run with fake quantization.
+
+    Fake-quantized embedding tables (``quantize_embeddings=True``) are not
+    listed: they are int8 GATHER tables, not int8 matmuls, in TFLite.
+    """
     if not isinstance(model, keras.layers.Layer):
         raise ValueError(f"`model` must be a Keras model, got {type(model).__name__}")
     return [
         layer
         for layer in model._flatten_layers(include_self=True, recursive=True)
-        if quantizer_of(layer) is not None
+        if quantizer_of(layer) is not None and not quantizer_of(layer).weights_only
     ]
