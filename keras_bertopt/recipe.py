@@ -213,7 +213,9 @@ class ExportConfig:
     `quantization`: modes for the last float model (fine-tuned or pruned);
     ``int8`` there is post-training full int8 calibrated on
     `representative_batches` training batches. `qat_quantization`: modes for the
-    QAT model (``int8`` uses its learned ranges). ``none`` is float32.
+    QAT model (``int8`` uses its learned ranges). `baseline_quantization`: modes
+    for the dense fine-tuned model when a prune stage ran (e.g. ``[none]``: the
+    dense float32 file every other size is compared with). ``none`` is float32.
     """
 
     enabled: bool = True
@@ -222,6 +224,9 @@ class ExportConfig:
     )
     qat_quantization: list[Literal["none", "float16", "dynamic", "int8"]] = dataclasses.field(
         default_factory=lambda: ["int8"]
+    )
+    baseline_quantization: list[Literal["none", "float16", "dynamic", "int8"]] = dataclasses.field(
+        default_factory=list
     )
     representative_batches: int = 4
 
@@ -665,7 +670,7 @@ def validate(config: RecipeConfig) -> RecipeConfig:
     if ex.enabled:
         _require(bool(ex.quantization) or (q.enabled and bool(ex.qat_quantization)),
                  "export.quantization", "at least one export mode", ex.quantization)
-        for key in ("quantization", "qat_quantization"):
+        for key in ("quantization", "qat_quantization", "baseline_quantization"):
             modes = getattr(ex, key)
             _require(len(set(modes)) == len(modes), f"export.{key}", "no repeated modes", modes)
         _require(ex.representative_batches >= 1, "export.representative_batches",
@@ -1223,6 +1228,8 @@ class Recipe:
         float_stage = self._last_model_stage("qat", float_only=True) or (
             "finetune" if "finetune" in self.state["completed"] else None
         )
+        if float_stage == "prune" and "finetune" in self.state["completed"]:
+            jobs += [("finetune", mode) for mode in ex.baseline_quantization]
         if float_stage is not None:
             jobs += [(float_stage, mode) for mode in ex.quantization]
         if "qat" in self.state["completed"]:

@@ -83,8 +83,16 @@ def build_report(state: Mapping[str, Any]) -> dict[str, Any]:
         entry["max_abs_logit_diff"] = export_report.get("max_abs_logit_diff")
         entry["int8_ops"] = export_report.get("int8_ops")
         exports.append(entry)
+    float32 = [e for e in exports if e["quantization"] == "none"]
+    dense = [e for e in float32 if e["stage"] == "finetune"]
+    baseline = (dense or float32 or [None])[0]
+    for entry in exports:
+        if baseline is not None and baseline.get("size_bytes") and baseline.get("gzip_bytes"):
+            entry["size_vs_float32"] = entry["size_bytes"] / baseline["size_bytes"]
+            entry["gzip_vs_float32_gzip"] = entry["gzip_bytes"] / baseline["gzip_bytes"]
     return {
         "machine": machine_info(),
+        "size_baseline": baseline["name"] if baseline is not None else None,
         "config": state.get("config", {}),
         "completed": list(state.get("completed", [])),
         "stages": stages,
@@ -133,7 +141,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         head = ["model", "format", "size (MB)", "gzip (MB)", "sparsity (all weights)"]
         for split in splits:
             head += [f"{split} accuracy", f"{split} F1"]
-        head += ["agreement with Keras", "latency b=1 (ms)"]
+        head += ["agreement with Keras", "latency b=1 (ms)", "gzip vs float32 gzip"]
         lines += ["", "## Models and files", "", "| " + " | ".join(head) + " |",
                   "| " + " | ".join(["---"] + ["---:"] * (len(head) - 1)) + " |"]
         for item in report["models"]:
@@ -142,7 +150,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             for split in splits:
                 met = item.get("metrics", {}).get(split, {})
                 cells += [_fmt(met.get("accuracy")), _fmt(met.get("f1"))]
-            cells += ["-", "-"]
+            cells += ["-", "-", "-"]
             lines.append("| " + " | ".join(cells) + " |")
         for item in report["exports"]:
             cells = [item["stage"], f"tflite {item['quantization']}", _mb(item.get("size_bytes")),
@@ -153,7 +161,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             agreement = item.get("agreement_with_keras", {})
             cells.append(_fmt(agreement.get(splits[0]) if splits else None))
             cells.append(_fmt(item.get("latency_ms"), ".2f"))
+            cells.append(_fmt(item.get("gzip_vs_float32_gzip"), ".3f"))
             lines.append("| " + " | ".join(cells) + " |")
+    if report.get("size_baseline"):
+        lines += ["", f"Size ratios are against `{report['size_baseline']}.tflite`."]
     lines += ["", "Files: `report.json` (everything above and the training curves), "
               "`report.png` (accuracy vs size, training curves).", ""]
     return "\n".join(lines)

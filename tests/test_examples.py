@@ -80,7 +80,10 @@ def test_full_recipe_minilm_example_reduced(tmp_path, capsys):
         "--set", "export.quantization=[dynamic]",
     ])
     assert report["completed"] == ["finetune", "prune", "qat", "export", "evaluate"]
-    assert [e["name"] for e in report["exports"]] == ["prune_dynamic", "qat_int8"]
+    names = [e["name"] for e in report["exports"]]
+    assert names == ["finetune_float32", "prune_dynamic", "qat_int8"]
+    assert report["size_baseline"] == "finetune_float32"
+    assert report["exports"][0]["gzip_vs_float32_gzip"] == 1.0
     for entry in report["exports"]:
         assert os.path.isfile(os.path.join(out, entry["file"]))
         assert entry["metrics"]["validation"]["examples"] == 64
