@@ -142,6 +142,7 @@ def apply_regularization(
     bind = getattr(regularizer, "bound_to", None)
     for variable in variables:
         variable.regularizer = bind(variable) if callable(bind) else regularizer
+    _retrace(model)
     return [variable_path(v) for v in variables]
 
 
@@ -157,7 +158,15 @@ def remove_regularization(
         if variable.regularizer is not None:
             variable.regularizer = None
             removed.append(variable_path(variable))
+    _retrace(model)
     return removed
+
+
+def _retrace(model: Any) -> None:
+    """Make the next fit/evaluate trace again: `model.losses` is read when they trace."""
+    for name in ("train_function", "test_function"):
+        if getattr(model, name, None) is not None:
+            setattr(model, name, None)
 
 
 def regularization_penalty(model: Any) -> float:
@@ -180,10 +189,6 @@ def _check_rate(value: Any, argument: str) -> float | None:
     return float(value)
 
 
-def _name(layer: Any) -> str:
-    return getattr(layer, "path", None) or layer.name
-
-
 def _set_rate(layer: Any, rate: float) -> None:
     layer.rate = rate
     if rate > 0 and getattr(layer, "seed_generator", None) is None:
@@ -204,7 +209,7 @@ def set_dropout(
     hidden: float | None = None,
     attention: float | None = None,
     classifier: float | None = None,
-) -> dict[str, float]:
+) -> dict[str, int]:
     """Change the dropout rates of a built keras-hub BERT classifier in place.
 
     keras-hub builds BERT with one `dropout` for everything; its layers are
@@ -229,7 +234,8 @@ def set_dropout(
         hidden, attention, classifier: new rates in [0, 1); None leaves a kind as is.
 
     Returns:
-        Layer path (name) -> new rate, for every layer changed.
+        How many layers were changed per kind given, e.g. ``{"hidden": 5,
+        "attention": 2, "classifier": 1}`` for a 2-layer BERT classifier.
 
     Raises:
         ValueError: a rate outside [0, 1), or `model` has no layer of a kind
@@ -263,11 +269,11 @@ def set_dropout(
             raise ValueError(
                 f"`{argument}` was given but `model` has no {argument} dropout layer to set"
             )
-    changed: dict[str, float] = {}
+    changed: dict[str, int] = {}
     if hidden is not None:
         for layer in hidden_layers:
             _set_rate(layer, hidden)
-            changed[_name(layer)] = hidden
+        changed["hidden"] = len(hidden_layers)
         for layer in layers:
             # keras-hub's backbone and TransformerEncoder keep their rate as `.dropout`.
             rate = getattr(layer, "dropout", None)
@@ -279,14 +285,13 @@ def set_dropout(
         for layer in attention_layers:
             layer._dropout = attention
             _set_rate(layer._dropout_layer, attention)
-            changed[f"{_name(layer)}/attention"] = attention
+        changed["attention"] = len(attention_layers)
     if classifier is not None:
         for layer in head:
             _set_rate(layer, classifier)
-            changed[_name(layer)] = classifier
+        changed["classifier"] = len(head)
         if isinstance(getattr(model, "dropout", None), numbers.Real):
             model.dropout = classifier
-    if hasattr(model, "train_function"):
-        model.train_function = None  # retrace: the rates are read when fit traces
+    _retrace(model)  # the rates are read when fit traces its step
     return changed
 
