@@ -236,7 +236,7 @@ BACKUP = textwrap.dedent(
 
     def run(callbacks):
         keras.utils.set_random_seed(1)
-        model = build_classifier(TinyConfig(dropout=0.0), 2, sequence_length=32)
+        model = build_classifier(TinyConfig(dropout=0.0), 2, sequence_length=32, dropout=0.0)
         model.compile(optimizer=keras.optimizers.Adam(3e-3),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         pruning = MagnitudePruning(schedule, include=KERNELS)
@@ -269,8 +269,9 @@ BACKUP = textwrap.dedent(
 
 @pytest.mark.slow
 def test_backup_and_restore_resumes_with_same_masks(tmp_path):
-    # A subprocess with op determinism: the uninterrupted and the resumed run
-    # must agree bit for bit, which multithreaded CPU kernels do not promise otherwise.
+    # A subprocess with op determinism and no dropout: the uninterrupted and the
+    # resumed run must agree bit for bit, which multithreaded CPU kernels (and
+    # dropout's random state, not part of the checkpoint) do not promise otherwise.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
     proc = subprocess.run(
         [sys.executable, "-c", BACKUP, str(tmp_path / "backup")],
@@ -337,7 +338,7 @@ MIRRORED = textwrap.dedent(
         return x, y
     data = demo_dataset("train", batch_size=16, size=128).map(prep)
     model.preprocessor = None
-    pruning = MagnitudePruning(PolynomialSparsity(0.0, 0.5, 1, 6, frequency=2),
+    pruning = MagnitudePruning(PolynomialSparsity(0.0, 0.5, 1, 5, frequency=2),
                                include=r"transformer_layer_\\d+/.*kernel$")
     model.fit(data, epochs=1, callbacks=[pruning], verbose=0)
     state = get_state(model)
