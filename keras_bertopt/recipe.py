@@ -1336,6 +1336,11 @@ class Recipe:
         done = self.prepare()
         todo = [s for s in STAGES if self.enabled(s)]
         self.log(f"[keras-bertopt] output: {self.out}")
+        if any(s not in done for s in todo if s in MODEL_STAGES):
+            from keras_bertopt import distribute
+
+            self.log("[keras-bertopt] strategy: "
+                     + distribute.describe(self.strategy(), self.config.data.batch_size))
         for i, stage in enumerate(todo, start=1):
             head = f"[keras-bertopt] stage {i}/{len(todo)} {stage}"
             if stage in done:

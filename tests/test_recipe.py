@@ -313,3 +313,34 @@ def test_parse_overrides_reads_yaml_values():
         recipe.parse_overrides(["finetune.epochs"])
     with pytest.raises(ValueError, match=r"write 1.0e-3"):
         recipe.load_config({"qat": {"learning_rate": "1e-4"}})
+
+
+MIRRORED_SCRIPT = """
+import json, os, sys
+os.environ["KERAS_BACKEND"] = "tensorflow"
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras_bertopt import recipe
+config = json.loads(sys.argv[2])
+recipe.run(config, output_dir=sys.argv[1], fit_verbose=0)
+"""
+
+
+@pytest.mark.slow
+def test_recipe_trains_under_mirrored_strategy_on_two_cpu_devices(tmp_path):
+    import subprocess
+    import sys
+
+    config = dict(MICRO, strategy="mirrored", prune={"enabled": False})
+    out = str(tmp_path / "run")
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, out, json.dumps(config)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "strategy: MirroredStrategy with 2 replica(s)" in result.stdout
+    assert "global batch 16 = 2 replica(s) x 8" in result.stdout
+    data = json.loads(open(os.path.join(out, "report.json")).read())
+    assert data["completed"] == ["finetune", "evaluate"]
+    assert data["models"][0]["metrics"]["validation"]["examples"] == 32
