@@ -90,3 +90,71 @@ def test_full_recipe_minilm_example_reduced(tmp_path, capsys):
     assert report["config"]["data"]["train"] == train
     printed = capsys.readouterr().out
     assert "qat tflite int8" in printed and "report.md" in printed
+
+
+# ----------------------------------------------------------------------------- benchmarks
+
+
+def _bench_module(name):
+    bench = os.path.join(REPO, "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(bench)
+
+
+def test_throughput_flops_formula_by_hand(tiny_classifier):
+    throughput = _bench_module("throughput")
+    # TinyConfig: 2 layers, hidden 32, intermediate 64, 2 classes; batch 4 x 32 tokens.
+    flops = throughput.training_flops_per_step(tiny_classifier, batch_size=4, sequence_length=32)
+    per_layer = 4 * 32 * 32 + 2 * 32 * 64  # q, k, v, output + two feed-forward kernels
+    assert flops["matmul_params_per_token"] == 2 * per_layer
+    assert flops["matmul_params_per_sequence"] == 32 * 32 + 32 * 2  # pooler + logits
+    tokens = 4 * 32
+    forward = (2 * 2 * per_layer * tokens + 2 * (32 * 32 + 64) * 4
+               + 4 * 2 * 32 * 32 * tokens)  # QK^T and attention x V: 4 * L * S * H per token
+    assert flops["train_flops_per_step"] == 3 * forward
+
+
+def test_run_all_summary_marks_targets(tmp_path, monkeypatch):
+    import json
+
+    run_all = _bench_module("run_all")
+    monkeypatch.setattr(run_all.common, "RESULTS_DIR", str(tmp_path))
+    machine = {"date_utc": "2026-01-01T00:00:00+00:00", "cpu_count": 2}
+    files = {
+        "pruning_sweep": {"overhead": {"ratio_mean": 1.02}, "start_dev_accuracy": 0.85,
+                          "vs_dense_pt": {"unstructured_50_vs_dense_pt": -0.4,
+                                          "unstructured_80_vs_dense_pt": -4.2}},
+        "quantization": {"dev_accuracy": {"float_keras": 0.85, "tflite_qat_int8": 0.848,
+                                          "tflite_dynamic": 0.84, "tflite_ptq_int8": 0.85},
+                         "size_ratio_vs_float32": {"qat_int8": 0.26},
+                         "latency_ratio_vs_float32": {"qat_int8": 0.7}},
+        "throughput_quick": {"fraction_of_peak": 0.2, "achieved_flops_per_second": 2e10,
+                             "peak_flops_per_second": 1e11, "examples_per_second": 20.0,
+                             "model": "minilm"},
+    }
+    for name, data in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({**data, "machine": machine}))
+    rows, used = run_all.build_rows(quick=True)
+    status = {row.what: row.cells()[3] for row in rows}
+    assert status[
+        "fit step time, MagnitudePruning + Throughput + LearningRateLogger vs plain"
+    ] == "meets target"
+    assert status["MiniLM SST-2 dev, 50% unstructured sparsity vs dense (points)"] == (
+        "meets target")
+    assert status["MiniLM SST-2 dev, 80% unstructured sparsity vs dense (points)"] == (
+        "**short of target**")
+    assert status["QAT int8 TFLite vs float Keras, SST-2 dev (points)"] == "meets target"
+    assert status["QAT int8 TFLite above post-training ptq_int8"] == "**short of target**"
+    assert status["int8 TFLite latency vs float32 (batch 1, sequence 128)"] == (
+        "**short of target**")
+    assert status["training throughput vs matmul peak (minilm)"] == (
+        "smoke run only (not a result)")
+    assert status[
+        "80% sparse + QAT int8 TFLite, gzip size vs dense float32 TFLite gzip"
+    ] == "not measured"
+    text = run_all.render_summary(rows, used, None)
+    assert "| 2 |" in text and "throughput_quick (smoke run)" in text
+    assert "-4.20 pt" in text and ">= -3.0 pt" in text
