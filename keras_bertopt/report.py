@@ -176,6 +176,7 @@ def render_png(report: Mapping[str, Any], path: str) -> None:
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (ax_size, ax_curve) = plt.subplots(1, 2, figsize=(13, 5))
     split = report["splits"][0] if report["splits"] else None
@@ -198,6 +199,9 @@ def render_png(report: Mapping[str, Any], path: str) -> None:
                             facecolors="none", edgecolors=color)
         plotted += 1
     ax_size.set_xscale("log")
+    ax_size.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax_size.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
+    ax_size.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax_size.set_xlabel("model size (MB, log scale; hollow = gzip)")
     ax_size.set_ylabel(f"{split} accuracy" if split else "accuracy")
     ax_size.set_title("Accuracy vs model size, every stage and export mode")
@@ -228,7 +232,7 @@ def render_png(report: Mapping[str, Any], path: str) -> None:
     ax_curve.set_xlabel("training step (all stages)")
     ax_curve.set_ylabel("training loss (solid)")
     ax_acc.set_ylabel("training accuracy (dashed)")
-    ax_curve.set_title("Training curves")
+    ax_curve.set_title("Training curves (Keras running means, reset each epoch)")
     ax_curve.grid(True, alpha=0.3)
     if stages:
         ax_curve.legend(fontsize=7, loc="upper right")
