@@ -221,13 +221,15 @@ class _PathRules:
 
     def build(self, var_list: Sequence[Any]) -> None:
         var_list = list(var_list)
-        excluded = select_variables(
-            var_list,
-            include=self.exclude_from_weight_decay_paths or None,
-            trainable_only=False,
-            argument="exclude_from_weight_decay_paths",
-            allow_empty=True,
-        ) if self.exclude_from_weight_decay_paths else []
+        excluded = []
+        if self.exclude_from_weight_decay_paths:
+            excluded = select_variables(
+                var_list,
+                include=self.exclude_from_weight_decay_paths,
+                trainable_only=False,
+                argument="exclude_from_weight_decay_paths",
+                allow_empty=True,
+            )
         super().exclude_from_weight_decay(
             var_list=self._user_exclusions.var_list + excluded,
             var_names=self._user_exclusions.var_names,
