@@ -18,6 +18,8 @@ setup(
         "keras>=3.13",
         "keras-hub",
         "tensorflow-datasets",
+        # tfds imports it to download/prepare datasets (GLUE) but does not declare it.
+        "importlib-resources",
         "ai-edge-litert",
         "safetensors",
         "numpy",
