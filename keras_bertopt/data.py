@@ -421,6 +421,33 @@ def _check_glue_split(name: str, split: str) -> None:
             )
 
 
+_GLUE_DOWNLOAD_URL = "https://dl.fbaipublicfiles.com/glue/data/"
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _probe_download_host(builder: Any) -> None:
+    """Fail in a second, not minutes, when the download host does not resolve.
+
+    tfds retries a failed download 10 times with exponential backoff (about 3.5
+    minutes offline); one DNS lookup of the data URL's host (GLUE's
+    dl.fbaipublicfiles.com when the task config names none) tells sooner.
+    Skipped behind a proxy, where local DNS may legitimately fail.
+    """
+    import socket
+    import urllib.parse
+
+    url = getattr(getattr(builder, "builder_config", None), "data_url", None)
+    # MRPC has no data_url: its files come from GLUE's usual host too (and firebase).
+    url = url if isinstance(url, str) and url else _GLUE_DOWNLOAD_URL
+    host = urllib.parse.urlparse(url).hostname
+    if host is None or any(os.environ.get(v) for v in _PROXY_VARIABLES):
+        return
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as e:
+        raise ConnectionError(f"cannot resolve the download host {host!r} ({e})") from e
+
+
 def load_glue(
     task: str,
     split: str = "train",
@@ -450,7 +477,9 @@ def load_glue(
 
     tensorflow_datasets downloads GLUE on first use (it needs network access);
     offline, pass the `data_dir` of an already prepared copy with
-    `download=False`, or use `load_file` on TSV files.
+    `download=False`, or use `load_file` on TSV files. When the data is not
+    prepared and the download host does not resolve, this fails at once with a
+    ConnectionError instead of waiting out tfds's retries.
 
     Args:
         task: a key of `GLUE_TASKS`, with or without the "glue/" prefix.
@@ -476,22 +505,27 @@ def load_glue(
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    try:
-        ds = tfds.load(f"glue/{name}", split=split, data_dir=data_dir, download=download)
-    except (OSError, ImportError, AssertionError) as e:
-        message = (
+    def failure(cause: BaseException) -> str:
+        return (
             f"could not load tfds dataset glue/{name} split {split!r} (data_dir={data_dir!r}, "
             f"download={download}): tensorflow_datasets downloads GLUE from the internet on "
             "first use, which needs network access (and tfds's download dependencies). "
             "Offline, prepare it on a machine with network access and pass its `data_dir` "
             "with download=False, or read TSV files with keras_bertopt.data.load_file. "
-            f"Cause: {type(e).__name__}: {e}"
+            f"Cause: {type(cause).__name__}: {cause}"
         )
+
+    try:
+        builder = tfds.builder(f"glue/{name}", data_dir=data_dir)
+        if download and not builder.is_prepared():
+            _probe_download_host(builder)
+        ds = tfds.load(f"glue/{name}", split=split, data_dir=data_dir, download=download)
+    except (OSError, ImportError, AssertionError) as e:
         if isinstance(e, ImportError):
-            raise ImportError(message) from e
-        if isinstance(e, AssertionError):
-            raise FileNotFoundError(message) from e
-        raise ConnectionError(message) from e
+            raise ImportError(failure(e)) from e
+        if isinstance(e, (AssertionError, FileNotFoundError)):
+            raise FileNotFoundError(failure(e)) from e
+        raise ConnectionError(failure(e)) from e
     label_dtype = tf.float32 if num_classes is None else tf.int32
 
     def to_pair(example: dict[str, Any]) -> tuple[Any, Any]:

@@ -1,6 +1,7 @@
 """Data loaders: local TSV/CSV/JSONL files, tfds GLUE (mocked), the demo set, length_report."""
 
 import json
+import socket
 import subprocess
 import sys
 
@@ -180,6 +181,8 @@ def test_file_dataset_fits_classifier_with_preprocessor(tmp_path, tiny_classifie
 
 @pytest.fixture
 def mock_tfds():
+    """tfds's fake examples. Tests pass download=False: with a download allowed and the
+    data not prepared, load_glue first checks the download host resolves (offline: fails)."""
     import tensorflow_datasets as tfds
 
     with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE):
@@ -187,24 +190,31 @@ def mock_tfds():
 
 
 def test_glue_single_sentence(mock_tfds):
-    batches = _batches(load_glue("glue/sst2", "validation", batch_size=4))
+    batches = _batches(load_glue("glue/sst2", "validation", batch_size=4, download=False))
     assert [len(y) for _, y in batches] == [4, 4, 2]
     x, y = batches[0]
     assert x.dtype.name == "string" and x.shape == (4,)
     assert y.dtype == np.int32 and set(y) <= {0, 1}
-    assert len(_batches(load_glue("cola", "train[:50%]", batch_size=32, limit=3))[0][1]) == 3
+    assert (
+        len(
+            _batches(load_glue("cola", "train[:50%]", batch_size=32, limit=3, download=False))[0][1]
+        )
+        == 3
+    )
 
 
 @pytest.mark.parametrize("task, split", [("mrpc", "train"), ("mnli", "validation_matched")])
 def test_glue_sentence_pairs(mock_tfds, task, split):
-    (x, y), *_ = _batches(load_glue(task, split, batch_size=5, shuffle=True, seed=1))
+    (x, y), *_ = _batches(
+        load_glue(task, split, batch_size=5, shuffle=True, seed=1, download=False)
+    )
     assert isinstance(x, tuple) and len(x) == 2
     assert all(part.dtype.name == "string" and part.shape == (5,) for part in x)
     assert set(y) <= set(range(GLUE_TASKS[task][1]))
 
 
 def test_glue_stsb_is_regression(mock_tfds):
-    (x, y), *_ = _batches(load_glue("stsb", "validation", batch_size=10))
+    (x, y), *_ = _batches(load_glue("stsb", "validation", batch_size=10, download=False))
     assert isinstance(x, tuple) and y.dtype == np.float32
 
 
@@ -214,7 +224,9 @@ def test_glue_mock_dataset_fits(mock_tfds, tiny_classifier):
     tiny_classifier.compile(
         optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     )
-    history = tiny_classifier.fit(load_glue("rte", "train", batch_size=5), verbose=0)
+    history = tiny_classifier.fit(
+        load_glue("rte", "train", batch_size=5, download=False), verbose=0
+    )
     assert np.isfinite(history.history["loss"][-1])
 
 
@@ -230,6 +242,18 @@ def test_glue_bad_arguments():
 def test_glue_not_prepared_offline_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"glue/sst2.*network access.*load_file"):
         load_glue("sst2", "validation", data_dir=str(tmp_path), download=False)
+
+
+def test_glue_download_offline_fails_fast(monkeypatch, tmp_path):
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConnectionError, match=r"glue/mrpc.*network access.*resolve") as info:
+        load_glue("mrpc", "train", data_dir=str(tmp_path))
+    assert "dl.fbaipublicfiles.com" in str(info.value)
 
 
 def test_import_does_not_import_tfds():
