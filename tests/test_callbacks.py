@@ -157,6 +157,17 @@ def test_throughput_without_token_counting_and_per_step_logging(fitted):
     logged = [("examples_per_second" in logs) for logs in seen[:5]]
     assert logged == [False, True, False, True, False]
 
+    # A repeated dataset with steps_per_epoch: Keras keeps one iterator across
+    # epochs, so epoch 2 trains on batches 3-5 and must count exactly their tokens.
+    texts, labels = kb.data.demo_examples("train", 96)
+    counted = Throughput(warmup_steps=0, verbose=0)
+    data = kb.data.from_examples(texts, labels, batch_size=16).repeat()
+    model.fit(counted.count_tokens(data, model), epochs=2, steps_per_epoch=3, verbose=0,
+              callbacks=[counted])
+    assert [r["tokens"] for r in counted.epoch_rates] == [
+        _real_tokens(model, texts[:48]), _real_tokens(model, texts[48:])]
+    assert [r["examples"] for r in counted.epoch_rates] == [48, 48]
+
 
 def test_validation_metrics_on_tuple_data_and_single_score_output(tmp_path):
     inputs = keras.Input((3,))
