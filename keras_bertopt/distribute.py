@@ -27,12 +27,17 @@ get one example batch to build the model from. The preprocessor's
 which has no bool kernel. Training itself never reduces the batch. The same
 call fails differently under `MultiWorkerMirroredStrategy`, whose `reduce` does
 not accept a nest at all (``Attempt to convert a value ({'token_ids': ...}) ...
-to a Tensor``), whatever the dtypes. The strategies returned here
-(`MirroredStrategy`, `MultiWorkerMirroredStrategy`, `TPUStrategy` below, plain
-subclasses of TensorFlow's) reduce a nest leaf by leaf and a boolean leaf by
-casting it to int32 per replica, reducing, and casting the result back, so the
-model, the preprocessor and the data stay exactly as they were and nothing else
-is asked of the user. Pass one of them where you would pass TensorFlow's.
+to a Tensor``), whatever the dtypes; and there Keras then reduces the scalar
+metrics of every train step with ``reduce("MEAN", value, axis=0)``
+(`reduce_per_replica`), which fails with ``Invalid reduction dimension 0 for
+input with 0 dimensions``. The strategies returned here (`MirroredStrategy`,
+`MultiWorkerMirroredStrategy`, `TPUStrategy` below, plain subclasses of
+TensorFlow's that override only `reduce`) reduce a nest leaf by leaf, a boolean
+leaf by casting it to int32 per replica, reducing and casting the result back,
+and a scalar across replicas only (no axis to reduce), so the model, the
+preprocessor and the data stay exactly as they were and nothing else is asked
+of the user. Pass one of them where you would pass TensorFlow's (for example
+``kb.distribute.MirroredStrategy(["/gpu:0", "/gpu:1"])``).
 """
 
 from __future__ import annotations
