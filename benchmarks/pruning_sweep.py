@@ -3,11 +3,11 @@
 Fixed budget (stated here, the same for every variant): start from the cached
 dense fine-tune (`common.finetuned_minilm()`: 200 steps, batch 32, sequence 64)
 and continue for `--steps` more steps (default 80, batch 16, sequence 64,
-AdamW 3e-5 constant, weight decay 0.01) either plainly (the dense baseline) or
-with `MagnitudePruning` of every transformer kernel (PolynomialSparsity from 0
-to the target over the first 70% of the steps, mask updates every 8 steps,
-then the rest at the final sparsity). Each variant is stripped and scored on
-all 872 SST-2 dev sentences.
+AdamW 1e-4 constant (the fine-tune's peak), weight decay 0.01) either
+plainly (the dense baseline) or with `MagnitudePruning` of every transformer
+kernel (PolynomialSparsity from 0 to the target over the first 70% of the
+steps, mask updates every 8 steps, then the rest at the final sparsity).
+Each variant is stripped and scored on all 872 SST-2 dev sentences.
 
 Overhead: the step time of `fit` with MagnitudePruning + Throughput +
 LearningRateLogger vs plain `fit` of the same model, measured interleaved
@@ -226,7 +226,7 @@ def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=80, help="continued steps per variant")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=3e-5)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--frequency", type=int, default=8, help="steps between mask updates")
     parser.add_argument("--overhead-rounds", type=int, default=4)
     parser.add_argument("--overhead-steps", type=int, default=8)
