@@ -1037,9 +1037,16 @@ class Recipe:
         return {k: [float(v) for v in vs] for k, vs in history.history.items()}
 
     def _save_model(self, stage: str, model: Any) -> str:
+        """Save the model without its optimizer state (every stage compiles its own), so the
+        file is the model alone and its size in the report is the weights' size."""
         path = self._path(stage, "model.keras")
-        with files.atomic_output(path) as tmp:
-            model.save(tmp)
+        optimizer, compiled = model.optimizer, model.compiled
+        model.optimizer, model.compiled = None, False
+        try:
+            with files.atomic_output(path) as tmp:
+                model.save(tmp)
+        finally:
+            model.optimizer, model.compiled = optimizer, compiled
         self._models[stage] = model
         return path
 
