@@ -116,7 +116,7 @@ class Throughput(keras.callbacks.Callback):
         queue = self._queue
         mask_key = self.mask_key
 
-        def record(index: Any, element: Any) -> Any:
+        def count(index: Any, element: Any) -> Any:
             x = element[0] if isinstance(element, tuple) else element
             if isinstance(x, dict) and mask_key in x:
                 mask = x[mask_key]
@@ -135,13 +135,23 @@ class Throughput(keras.callbacks.Callback):
                     "keras-hub task or its preprocessor) so tokens can be counted"
                 )
             mask = tf.cast(mask, tf.int64)
-            enqueue = queue.enqueue(
+            counts = tf.stack(
                 [index, tf.shape(mask, out_type=tf.int64)[0], tf.reduce_sum(mask)]
             )
-            with tf.control_dependencies([enqueue]):
+            return counts, element
+
+        def record(counts: Any, element: Any) -> Any:
+            with tf.control_dependencies([queue.enqueue(tf.unstack(counts))]):
                 return tf.nest.map_structure(tf.identity, element)
 
-        return dataset.enumerate().map(record)
+        # Counting (which may tokenize) runs in parallel; the parallel map keeps
+        # its output order, and the cheap enqueue runs sequentially after it, so
+        # counts enter the queue in the order the batches reach `fit`.
+        return (
+            dataset.enumerate()
+            .map(count, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .map(record)
+        )
 
     def _drain(self, steps: int) -> tuple[int, int | None]:
         """Examples and tokens of the next `steps` training steps (tokens None if unknown)."""

@@ -109,7 +109,8 @@ class ValidationMetrics(keras.callbacks.Callback):
             for binary problems.
         threshold: decision threshold for a single-score (n, 1) output (0.5 for
             probabilities; 0.0 for logits).
-        batch_size: prediction batch size for tuple `data`.
+        batch_size: prediction batch size (a dataset's batches are read once
+            into memory, then predicted with `model.predict`).
         prefix: prefix of the log keys.
         output_dir: if set, writes ``confusion_matrix.json`` there after each
             evaluation (and ``confusion_matrix.png`` with ``plot=True``).
@@ -186,36 +187,55 @@ class ValidationMetrics(keras.callbacks.Callback):
         self.every_n_epochs = every_n_epochs
         self._writer = ScalarWriter(log_dir)
         self.log_dir = self._writer.log_dir
+        self._cached: tuple[Any, np.ndarray, np.ndarray | None] | None = None
         self.confusion_matrix: np.ndarray | None = None
         self.metrics: dict[str, float] = {}
         self.history: list[dict[str, Any]] = []
 
     # ---- evaluation ---------------------------------------------------------------------------
-    def _predict(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(outputs, labels, weights) over `data`, in one pass so they stay aligned."""
+    def _materialize(self) -> tuple[Any, np.ndarray, np.ndarray | None]:
+        """(x, y, w) of `data` as arrays, read once (one pass keeps them aligned)."""
+        if self._cached is not None:
+            return self._cached
         if _is_tf_dataset(self.data):
-            outputs, labels, weights = [], [], []
+            xs, ys, ws = [], [], []
             for batch in self.data:
                 x, y, w = keras.utils.unpack_x_y_sample_weight(batch)
                 if y is None:
                     raise ValueError("`data` batches must carry labels: (x, y) or (x, y, w)")
-                outputs.append(_to_numpy(self.model.predict_on_batch(x)))
-                labels.append(_to_numpy(y).reshape(-1))
-                weights.append(None if w is None else _to_numpy(w).reshape(-1))
-            if not outputs:
+                xs.append(keras.tree.map_structure(_to_numpy, x))
+                ys.append(_to_numpy(y).reshape(-1))
+                ws.append(None if w is None else _to_numpy(w).reshape(-1))
+            if not xs:
                 raise ValueError("`data` is empty: nothing to evaluate")
-            has_w = [w is not None for w in weights]
+            has_w = [w is not None for w in ws]
             if any(has_w) and not all(has_w):
                 raise ValueError("`data` has sample weights in some batches only")
-            return (
-                np.concatenate(outputs),
-                np.concatenate(labels),
-                np.concatenate(weights) if all(has_w) else None,
-            )
-        x, y = self.data[0], self.data[1]
-        w = self.data[2] if len(self.data) == 3 else None
+            x = keras.tree.map_structure(lambda *parts: np.concatenate(parts), *xs)
+            y = np.concatenate(ys)
+            w = np.concatenate(ws) if all(has_w) else None
+        else:
+            x = self.data[0]
+            y = np.asarray(self.data[1]).reshape(-1)
+            w = np.asarray(self.data[2]).reshape(-1) if len(self.data) == 3 else None
+        self._cached = (x, y, w)
+        return self._cached
+
+    def _predict(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(outputs, labels, weights) over `data`.
+
+        A dataset is read once and kept in memory (validation sets are small), so
+        predictions and labels stay aligned even if the dataset reshuffles, and
+        `model.predict` does the work (it distributes batches correctly under a
+        `tf.distribute` strategy, which `predict_on_batch` does not).
+        """
+        x, y, w = self._materialize()
         outputs = _to_numpy(self.model.predict(x, batch_size=self.batch_size, verbose=0))
-        return outputs, np.asarray(y).reshape(-1), None if w is None else np.asarray(w)
+        if outputs.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"the model returned {outputs.shape[0]} predictions for {y.shape[0]} labels"
+            )
+        return outputs, y, w
 
     def evaluate(self) -> dict[str, float]:
         """Predict on `data` now; update `confusion_matrix` and `metrics`; return the metrics."""
