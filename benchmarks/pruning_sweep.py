@@ -110,23 +110,23 @@ def step_timer():
     return StepTimer()
 
 
-def sweep(args) -> list[dict]:
+def sweep(args, variants, state: dict, save) -> None:
+    """Run `variants`, appending rows to state['rows'] and saving after each."""
     import keras
 
     import keras_bertopt as kb
 
-    start_accuracy = None
-    results = []
     dev = sst2_dataset("dev", batch_size=64, limit=args.dev_limit)
-    for name, sparsity, pattern in VARIANTS:
+    for name, sparsity, pattern in variants:
         if args.only and name not in args.only:
             continue
         keras.utils.set_random_seed(args.seed)
         model = finetuned_minilm()
-        if start_accuracy is None:
-            start_accuracy = evaluate_accuracy(model, dev)
+        if state["start_accuracy"] is None:
+            state["start_accuracy"] = evaluate_accuracy(model, dev)
             print(
-                f"starting point (cached dense fine-tune) dev accuracy {start_accuracy:.4f}",
+                f"starting point (cached dense fine-tune) dev accuracy "
+                f"{state['start_accuracy']:.4f}",
                 flush=True,
             )
         _compile(model, args.learning_rate)
@@ -151,10 +151,10 @@ def sweep(args) -> list[dict]:
             "train_seconds": round(seconds, 1),
         }
         print(row, flush=True)
-        results.append(row)
+        state["rows"].append(row)
+        save(False)
         del model
         keras.backend.clear_session()
-    return results, start_accuracy
 
 
 def overhead(args) -> dict:
@@ -246,9 +246,26 @@ def main(argv=None) -> str:
         args.overhead_rounds, args.overhead_steps, args.overhead_frequency = 1, 4, 2
 
     wall = time.perf_counter()
-    overhead_result = overhead(args)
-    print("overhead:", overhead_result, flush=True)
-    rows, start_accuracy = sweep(args)
+    state = {"rows": [], "start_accuracy": None, "overhead": None}
+    name = "pruning_sweep_quick" if args.quick else "pruning_sweep"
+
+    def save(complete: bool) -> str:
+        return write_result(name, _result(args, state, complete, time.perf_counter() - wall))
+
+    # The targets first (dense, 50%, 80%, overhead), so a cut-short run still
+    # leaves them in the (partial) JSON written after every step.
+    first = [v for v in VARIANTS if v[0] in ("dense", "unstructured_50", "unstructured_80")]
+    sweep(args, first, state, save)
+    state["overhead"] = overhead(args)
+    print("overhead:", state["overhead"], flush=True)
+    save(False)
+    sweep(args, [v for v in VARIANTS if v not in first], state, save)
+    return save(True)
+
+
+def _result(args, state: dict, complete: bool, seconds: float) -> dict:
+    rows = state["rows"]
+    overhead_result = state["overhead"]
     by_name = {r["variant"]: r for r in rows}
     comparisons = {}
     if "dense" in by_name:
@@ -259,18 +276,20 @@ def main(argv=None) -> str:
     checks = {}
     for key, limit in TARGETS.items():
         if key == "overhead_ratio_max":
-            checks[key] = {
-                "value": overhead_result["ratio_mean"],
-                "target": f"<= {limit}",
-                "met": overhead_result["ratio_mean"] <= limit,
-            }
+            if overhead_result is not None:
+                checks[key] = {
+                    "value": overhead_result["ratio_mean"],
+                    "target": f"<= {limit}",
+                    "met": overhead_result["ratio_mean"] <= limit,
+                }
         elif key in comparisons:
             checks[key] = {
                 "value": comparisons[key],
                 "target": f">= {limit}",
                 "met": comparisons[key] >= limit,
             }
-    result = {
+    return {
+        "complete": complete,
         "budget": {
             "start": "cached dense fine-tune: common.finetuned_minilm() "
             f"({os.path.basename(finetune_cache_path(200, 64, 32, 0))})",
@@ -284,14 +303,13 @@ def main(argv=None) -> str:
             "dev_sentences": args.dev_limit or 872,
         },
         "quick": args.quick,
-        "start_dev_accuracy": start_accuracy,
+        "start_dev_accuracy": state["start_accuracy"],
         "variants": rows,
         "vs_dense_pt": comparisons,
         "overhead": overhead_result,
         "targets": checks,
-        "wall_seconds": round(time.perf_counter() - wall, 1),
+        "wall_seconds": round(seconds, 1),
     }
-    return write_result("pruning_sweep_quick" if args.quick else "pruning_sweep", result)
 
 
 if __name__ == "__main__":
