@@ -146,6 +146,13 @@ def test_post_training_int8_has_int8_fully_connected(trained, float_file, tmp_pa
     labels = TFLiteClassifier(path, model.preprocessor).predict(texts)["labels"]
     keras_labels = _keras_logits(model, texts).argmax(-1)
     assert np.mean(labels == keras_labels) == pytest.approx(report.label_agreement)
+    # Selective PTQ: attention matmuls (two activations) stay float, the dense layers int8.
+    selective = to_tflite(model, tmp_path / "int8_fm.tflite", "int8",
+                          representative_data=texts[:16], keep_float_ops=["BATCH_MATMUL"],
+                          latency_runs=0)
+    assert selective.ops["FULLY_CONNECTED"] == {"int8": 14}
+    assert selective.ops["BATCH_MATMUL"] == {"float": 4}
+    assert selective.label_agreement >= 0.7
 
 
 @pytest.mark.slow
@@ -223,6 +230,11 @@ def test_bad_arguments_raise_before_any_work(tiny_classifier, tmp_path, monkeypa
         to_tflite(tiny_classifier, path, batch_size=0)
     with pytest.raises(ValueError, match="`num_samples`"):
         to_tflite(tiny_classifier, path, num_samples=0)
+    with pytest.raises(ValueError, match="unknown TFLite op types \\['MATMUL'\\]"):
+        to_tflite(tiny_classifier, path, "int8", representative_data=["a"],
+                  keep_float_ops=["MATMUL"])
+    with pytest.raises(ValueError, match="`keep_float_ops` applies to quantization='int8'"):
+        to_tflite(tiny_classifier, path, "dynamic", keep_float_ops="BATCH_MATMUL")
     with pytest.raises(ValueError, match="unknown converter attributes"):
         to_tflite(tiny_classifier, path, converter_options={"no_such_option": True})
     with pytest.raises(ValueError, match="`representative_data` must hold raw strings"):

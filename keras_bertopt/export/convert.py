@@ -42,7 +42,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -254,6 +254,7 @@ def _convert(
     batch_size: int | None,
     calibration: Mapping[str, np.ndarray] | None,
     converter_options: Mapping[str, Any] | None,
+    keep_float_ops: Sequence[str] = (),
 ) -> tuple[bytes, int]:
     import keras
     import tensorflow as tf
@@ -289,6 +290,16 @@ def _convert(
             converter.representative_dataset = representative_dataset
         for name, value in (converter_options or {}).items():
             setattr(converter, name, value)
+        if keep_float_ops:
+            # Selective post-training quantization: the denylisted op types stay float.
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter,
+                debug_dataset=converter.representative_dataset,
+                debug_options=tf.lite.experimental.QuantizationDebugOptions(
+                    denylisted_ops=list(keep_float_ops)
+                ),
+            )
+            return debugger.get_nondebug_quantized_model(), fake_quant_ops
         return converter.convert(), fake_quant_ops
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -309,6 +320,7 @@ def to_tflite(
     latency_runs: int = 10,
     num_threads: int | None = None,
     converter_options: Mapping[str, Any] | None = None,
+    keep_float_ops: Sequence[str] = (),
 ) -> ExportReport:
     """Export a keras-hub text classifier (the part after its preprocessor) to TFLite.
 
@@ -338,6 +350,12 @@ def to_tflite(
         num_threads: interpreter threads for verification and timing.
         converter_options: extra `tf.lite.TFLiteConverter` attributes to set
             (e.g. ``{"experimental_new_quantizer": True}``).
+        keep_float_ops: TFLite op types (e.g. ``("BATCH_MATMUL",)``) left in
+            float by post-training int8 of a float model (selective
+            quantization with `tf.lite.experimental.QuantizationDebugger`).
+            Measured: LiteRT's int8 BATCH_MATMUL on two activations (attention
+            scores and context) is slower than float on x86, so keeping it
+            float makes the PTQ file faster.
 
     Returns:
         An `ExportReport` (`str()` for a summary, `.to_dict()` for JSON).
@@ -385,6 +403,25 @@ def to_tflite(
             raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
     if not isinstance(latency_runs, int) or latency_runs < 0:
         raise ValueError(f"`latency_runs` must be an integer >= 0, got {latency_runs!r}")
+    keep_float_ops = (keep_float_ops,) if isinstance(keep_float_ops, str) else tuple(
+        keep_float_ops or ()
+    )
+    if keep_float_ops:
+        from keras_bertopt.export.runner import _enum_names, _schema
+
+        known = set(_enum_names(_schema().BuiltinOperator).values())
+        unknown = [op for op in keep_float_ops if op not in known]
+        if unknown:
+            raise ValueError(
+                f"`keep_float_ops` has unknown TFLite op types {unknown} (expected names such "
+                "as 'BATCH_MATMUL', 'FULLY_CONNECTED', 'SOFTMAX')"
+            )
+        if quantization != "int8" or qat:
+            raise ValueError(
+                "`keep_float_ops` applies to quantization='int8' of a float model only (post-"
+                f"training int8); got quantization={quantization!r}"
+                f"{' of a quantize-aware model' if qat else ''}"
+            )
     if converter_options is not None:
         import tensorflow as tf
 
@@ -418,7 +455,8 @@ def to_tflite(
     # convert, load or run never reaches `path`.
     with atomic_output(path) as tmp:
         content, fake_quant_ops = _convert(model, quantization, qat, sequence_length,
-                                           batch_size, calibration, converter_options)
+                                           batch_size, calibration, converter_options,
+                                           keep_float_ops)
         with open(tmp, "wb") as f:
             f.write(content)
         facts = inspect_tflite(content)
