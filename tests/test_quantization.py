@@ -121,6 +121,7 @@ def test_ema_and_batch_range():
         ({"num_bits": 4}, "num_bits"),
         ({"quantize_outputs": "yes"}, "quantize_outputs"),
         ({"quantize_embeddings": 1}, "quantize_embeddings"),
+        ({"quantize_attention_probs": None}, "quantize_attention_probs"),
         ({"include": "(unclosed"}, "include"),
         ({"exclude": 3}, "exclude"),
     ],
@@ -231,6 +232,25 @@ def test_ranges_update_in_training_and_freeze_in_inference(tiny_classifier):
         assert ranges["input_max"] - ranges["input_min"] < 12.0
     qat(inputs, training=False)
     assert qat.activation_ranges() == first and qat.qat_step == 1
+
+
+def test_quantize_attention_probs_option(tiny_classifier):
+    qat = quantize_aware(tiny_classifier, QuantizationConfig(quantize_attention_probs=True))
+    softmaxes = [
+        layer for layer in qat.task._flatten_layers() if isinstance(layer, keras.layers.Softmax)
+    ]
+    assert len(softmaxes) == 2
+    scores = tf.random.normal((1, 2, 8, 8), seed=0)
+    probabilities = softmaxes[0](scores).numpy()
+    # TFLite's int8 softmax grid: multiples of 1/256 in [0, 255/256].
+    np.testing.assert_allclose(probabilities * 256, np.round(probabilities * 256), atol=1e-3)
+    assert probabilities.max() <= 255 / 256 + 1e-6
+    plain = quantize_aware(tiny_classifier)
+    assert not any(
+        layer.call.__class__.__name__ == "partial"
+        for layer in plain.task._flatten_layers()
+        if isinstance(layer, keras.layers.Softmax)
+    )
 
 
 # ----------------------------------------------------------------------------- training

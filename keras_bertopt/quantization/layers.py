@@ -188,6 +188,30 @@ def _position_embedding_call(
     return ops.broadcast_to(table, shape)
 
 
+#: TFLite's fixed int8 softmax output grid: scale 1/256, zero point -128, i.e. [0, 255/256].
+SOFTMAX_OUTPUT_MAX = 255.0 / 256.0
+
+
+def _softmax_call(original: Any, inputs: Any, mask: Any = None) -> Any:
+    probabilities = original(inputs, mask=mask)
+    return quantizers.fake_quant_activation(probabilities, 0.0, SOFTMAX_OUTPUT_MAX)
+
+
+def attach_softmax(layer: Any) -> None:
+    """Fake-quantize a `keras.layers.Softmax` output on TFLite's fixed int8 grid (1/256).
+
+    When the value projection's output is int8, TFLiteConverter makes the
+    probabilities x values matmul an int8 BATCH_MATMUL and quantizes the float
+    softmax output with scale 1/256; this lets training see that rounding.
+    """
+    if not isinstance(layer, keras.layers.Softmax):
+        raise ValueError(f"layer {layer.name!r} is {type(layer).__name__}, not Softmax")
+    if getattr(layer, _PATCH_ATTR, None) is not None:
+        raise ValueError(f"layer {layer.name!r} is already quantize-aware")
+    object.__setattr__(layer, "call", functools.partial(_softmax_call, layer.call))
+    object.__setattr__(layer, _PATCH_ATTR, "softmax")
+
+
 def _position_embedding_class() -> Any:
     try:
         import keras_hub
@@ -260,4 +284,10 @@ def attach(layer: Any, quantizer: LayerQuantizer) -> None:
 
 def quantizer_of(layer: Any) -> LayerQuantizer | None:
     """The `LayerQuantizer` attached to `layer`, or None."""
-    return getattr(layer, _PATCH_ATTR, None)
+    quantizer = getattr(layer, _PATCH_ATTR, None)
+    return quantizer if isinstance(quantizer, LayerQuantizer) else None
+
+
+def is_patched(layer: Any) -> bool:
+    """True when `layer` runs a fake-quantizing call (matmul, embedding or softmax)."""
+    return getattr(layer, _PATCH_ATTR, None) is not None

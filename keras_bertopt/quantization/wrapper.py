@@ -12,8 +12,10 @@ from keras_bertopt.quantization.config import QuantizationConfig, resolve_config
 from keras_bertopt.quantization.layers import (
     LayerQuantizer,
     attach,
+    attach_softmax,
     embedding_table,
     is_embedding_layer,
+    is_patched,
     is_supported_layer,
     kernel_reduce_axes,
     quantizer_of,
@@ -124,6 +126,11 @@ class QuantizeAwareTextClassifier(keras_hub.models.TextClassifier):
             quantizer.build()
             attach(layer, quantizer)
             quantizers.append(quantizer)
+
+        if config.quantize_attention_probs:
+            for layer in task._flatten_layers(include_self=False, recursive=True):
+                if isinstance(layer, keras.layers.Softmax) and not is_patched(layer):
+                    attach_softmax(layer)
 
         # === Layers (set before the functional init, as keras-hub tasks do) ===
         self.task = task
@@ -263,8 +270,7 @@ def is_quantize_aware(model: Any) -> bool:
     if not isinstance(model, keras.layers.Layer):
         return False
     return any(
-        quantizer_of(layer) is not None
-        for layer in model._flatten_layers(include_self=True, recursive=True)
+        is_patched(layer) for layer in model._flatten_layers(include_self=True, recursive=True)
     )
 
 
