@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> str:
                         help="steps of the cached float fine-tune (common.finetuned_minilm)")
     parser.add_argument("--rounds", type=int, default=None, help="latency rounds (3)")
     parser.add_argument("--runs", type=int, default=20, help="timed calls per round and file")
+    parser.add_argument("--quantize-attention-probs", action="store_true",
+                        help="QuantizationConfig(quantize_attention_probs=True)")
+    parser.add_argument("--name", default=None,
+                        help="result file stem (default quantization / quantization_quick)")
     args = parser.parse_args(argv)
     qat_steps = args.qat_steps if args.qat_steps is not None else (10 if args.quick else 100)
     float_steps = args.float_steps if args.float_steps is not None else qat_steps
@@ -164,7 +168,9 @@ def main(argv: list[str] | None = None) -> str:
            calibration_samples=CALIBRATION_SAMPLES)
 
     log(f"QAT: quantize_aware + {qat_steps} steps")
-    qat_config = QuantizationConfig(quantize_embeddings=True)
+    qat_config = QuantizationConfig(
+        quantize_embeddings=True, quantize_attention_probs=args.quantize_attention_probs
+    )
     qat = quantize_aware(model, qat_config)
     result["qat_config"] = qat_config.get_config()
     result["qat_training"] = fine_tune(qat, qat_steps, seed=1)
@@ -254,7 +260,8 @@ def main(argv: list[str] | None = None) -> str:
             f"  gzip x{result['gzip_ratio_vs_float32'][name]:.3f}  latency "
             f"{latency.get(name, float('nan')):.1f} ms")
     log(f"targets: {result['targets']}")
-    path = write_result("quantization_quick" if args.quick else "quantization", result)
+    name = args.name or ("quantization_quick" if args.quick else "quantization")
+    path = write_result(name, result)
     for path_ in files.values():
         os.remove(path_)
     os.rmdir(out_dir)
