@@ -62,26 +62,30 @@ TARGETS = {
 }
 
 
-def _optimizer(learning_rate: float):
+def _optimizer(learning_rate: float, decay_steps: int | None = None):
     import keras
 
+    if decay_steps:  # linear decay to 0 over the continued steps
+        learning_rate = keras.optimizers.schedules.PolynomialDecay(
+            learning_rate, decay_steps, end_learning_rate=0.0, power=1.0
+        )
     return keras.optimizers.AdamW(learning_rate, weight_decay=0.01)
 
 
-def _compile(model, learning_rate):
+def _compile(model, learning_rate, decay_steps=None):
     import keras
 
     model.compile(
-        optimizer=_optimizer(learning_rate),
+        optimizer=_optimizer(learning_rate, decay_steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["sparse_categorical_accuracy"],
     )
 
 
-def _pruning(sparsity: float, pattern: str, steps: int, frequency: int):
+def _pruning(sparsity: float, pattern: str, steps: int, frequency: int, end_fraction=0.7):
     import keras_bertopt as kb
 
-    end = max(1, int(round(0.7 * steps)))
+    end = max(1, int(round(end_fraction * steps)))
     return kb.pruning.MagnitudePruning(
         kb.pruning.PolynomialSparsity(
             0.0, sparsity, begin_step=0, end_step=end, frequency=frequency
@@ -129,11 +133,13 @@ def sweep(args, variants, state: dict, save) -> None:
                 f"{state['start_accuracy']:.4f}",
                 flush=True,
             )
-        _compile(model, args.learning_rate)
+        _compile(model, args.learning_rate, args.steps if args.lr_decay == "linear" else None)
         train = sst2_dataset("train", args.batch_size, shuffle=True, seed=args.seed + 1).repeat()
         callbacks = []
         if sparsity is not None:
-            callbacks.append(_pruning(sparsity, pattern, args.steps, args.frequency))
+            callbacks.append(
+                _pruning(sparsity, pattern, args.steps, args.frequency, args.prune_end)
+            )
         start = time.perf_counter()
         model.fit(train, epochs=1, steps_per_epoch=args.steps, callbacks=callbacks, verbose=0)
         seconds = time.perf_counter() - start
@@ -236,6 +242,12 @@ def main(argv=None) -> str:
         default=20,
         help="mask-update interval in the timed fits (the issue's example uses 100)",
     )
+    parser.add_argument("--lr-decay", choices=["constant", "linear"], default="constant")
+    parser.add_argument(
+        "--prune-end", type=float, default=0.7, help="sparsity ramp ends at this share of steps"
+    )
+    parser.add_argument("--tag", default="", help="suffix of the result file name")
+    parser.add_argument("--no-overhead", action="store_true", help="skip the step-time ratio")
     parser.add_argument("--dev-limit", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", help="variant names to run (default all)")
@@ -248,6 +260,8 @@ def main(argv=None) -> str:
     wall = time.perf_counter()
     state = {"rows": [], "start_accuracy": None, "overhead": None}
     name = "pruning_sweep_quick" if args.quick else "pruning_sweep"
+    if args.tag:
+        name += f"_{args.tag}"
 
     def save(complete: bool) -> str:
         return write_result(name, _result(args, state, complete, time.perf_counter() - wall))
@@ -256,9 +270,10 @@ def main(argv=None) -> str:
     # leaves them in the (partial) JSON written after every step.
     first = [v for v in VARIANTS if v[0] in ("dense", "unstructured_50", "unstructured_80")]
     sweep(args, first, state, save)
-    state["overhead"] = overhead(args)
-    print("overhead:", state["overhead"], flush=True)
-    save(False)
+    if not args.no_overhead:
+        state["overhead"] = overhead(args)
+        print("overhead:", state["overhead"], flush=True)
+        save(False)
     sweep(args, [v for v in VARIANTS if v not in first], state, save)
     return save(True)
 
@@ -296,8 +311,10 @@ def _result(args, state: dict, complete: bool, seconds: float) -> dict:
             "continued_steps_per_variant": args.steps,
             "batch_size": args.batch_size,
             "sequence_length": SEQUENCE_LENGTH,
-            "optimizer": f"AdamW({args.learning_rate}, weight_decay=0.01), constant",
-            "schedule": f"PolynomialSparsity(0 -> target, begin 0, end {round(0.7 * args.steps)}, "
+            "optimizer": f"AdamW({args.learning_rate}, weight_decay=0.01), "
+            + ("linear decay to 0" if args.lr_decay == "linear" else "constant"),
+            "schedule": "PolynomialSparsity(0 -> target, begin 0, "
+            f"end {max(1, round(args.prune_end * args.steps))}, "
             f"power 3, frequency {args.frequency})",
             "pruned": KERNELS,
             "dev_sentences": args.dev_limit or 872,
