@@ -63,6 +63,10 @@ class LayerQuantizer(keras.layers.Layer):
             self.built = True
             return
 
+        # Under a tf.distribute strategy each replica sees its own batch: "mean"
+        # aggregation averages the replicas' EMA updates so every copy holds the
+        # same range (with "none" the copies drift apart), and the step counter
+        # is advanced from the first replica only.
         def scalar(name: str, value: float) -> Any:
             return self.add_weight(
                 name=name,
@@ -70,6 +74,7 @@ class LayerQuantizer(keras.layers.Layer):
                 initializer=keras.initializers.Constant(value),
                 trainable=False,
                 dtype="float32",
+                aggregation="mean",
             )
 
         self.input_min = scalar("input_min", -6.0)
@@ -77,7 +82,12 @@ class LayerQuantizer(keras.layers.Layer):
         self.output_min = scalar("output_min", -6.0)
         self.output_max = scalar("output_max", 6.0)
         self.updates = self.add_weight(
-            name="updates", shape=(), initializer="zeros", trainable=False, dtype="int64"
+            name="updates",
+            shape=(),
+            initializer="zeros",
+            trainable=False,
+            dtype="int64",
+            aggregation="only_first_replica",
         )
         self.built = True
 
