@@ -137,25 +137,15 @@ class LayerQuantizer(keras.layers.Layer):
         return config
 
 
-def _dense_call(layer: Any, quantizer: LayerQuantizer, inputs: Any, training: Any = None) -> Any:
-    training = bool(training) if training is not None else False
-    x = quantizer.quantize_input(inputs, training)
-    y = ops.matmul(x, quantizer.quantize_kernel(layer.kernel))
-    if layer.bias is not None:
-        y = ops.add(y, layer.bias)
-    y = quantizer.quantize_output(y, training)
-    quantizer.count(training)
-    if layer.activation is not None:
-        y = layer.activation(y)
-    return y
-
-
-def _einsum_dense_call(
+def _matmul_call(
     layer: Any, quantizer: LayerQuantizer, inputs: Any, training: Any = None
 ) -> Any:
+    """Fake-quantized forward pass of a Dense or EinsumDense layer instance."""
     training = bool(training) if training is not None else False
     x = quantizer.quantize_input(inputs, training)
-    y = ops.einsum(layer.equation, x, quantizer.quantize_kernel(layer.kernel))
+    kernel = quantizer.quantize_kernel(layer.kernel)
+    equation = getattr(layer, "equation", None)  # EinsumDense has one, Dense does not
+    y = ops.einsum(equation, x, kernel) if equation else ops.matmul(x, kernel)
     if layer.bias is not None:
         y = ops.add(y, layer.bias)
     y = quantizer.quantize_output(y, training)
@@ -282,10 +272,8 @@ def attach(layer: Any, quantizer: LayerQuantizer) -> None:
         call = functools.partial(_embedding_call, layer, quantizer, layer.call)
     elif is_embedding_layer(layer):
         call = functools.partial(_position_embedding_call, layer, quantizer, layer.call)
-    elif isinstance(layer, keras.layers.EinsumDense):
-        call = functools.partial(_einsum_dense_call, layer, quantizer)
-    else:
-        call = functools.partial(_dense_call, layer, quantizer)
+    else:  # Dense or EinsumDense
+        call = functools.partial(_matmul_call, layer, quantizer)
     # object.__setattr__: keep the quantizer out of the layer's own tracking, so the
     # layer's saved variables stay exactly those of the float layer.
     object.__setattr__(layer, "call", call)
