@@ -20,7 +20,8 @@ import sys
 import time
 from typing import Any, Sequence
 
-QUANTIZATION_CHOICES = ("none", "float16", "dynamic", "int8")
+from keras_bertopt.export.modes import QUANTIZATION_MODES
+from keras_bertopt.files import gzip_size
 
 
 class UsageError(ValueError):
@@ -233,7 +234,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics["seconds"] = time.perf_counter() - start
     metrics["file"] = path
     metrics["size_bytes"] = os.path.getsize(path)
-    metrics["gzip_bytes"] = recipe.gzip_size(path)
+    metrics["gzip_bytes"] = gzip_size(path)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -290,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", metavar="MODEL.keras")
     p.add_argument("--output", required=True, metavar="X.tflite")
-    p.add_argument("--quantization", choices=QUANTIZATION_CHOICES, default="none",
+    p.add_argument("--quantization", choices=QUANTIZATION_MODES, default="none",
                    help="none (float32), float16, dynamic (dynamic-range int8 weights) or int8 "
                    "(full int8: a QAT model's learned ranges, or calibration on --data)")
     p.add_argument("--sequence-length", type=int, help="default: the model preprocessor's")

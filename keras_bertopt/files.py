@@ -8,6 +8,7 @@ one at `path`, never a half-written one.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import shutil
 import tempfile
@@ -62,3 +63,9 @@ def write_bytes(path: PathLike, data: bytes) -> str:
 def write_text(path: PathLike, text: str) -> str:
     """Atomically write UTF-8 `text` to `path`; returns the path."""
     return write_bytes(path, text.encode("utf-8"))
+
+
+def gzip_size(path: PathLike) -> int:
+    """Bytes of the file after gzip -9 (what a download or an app bundle carries)."""
+    with open(path, "rb") as f:
+        return len(gzip.compress(f.read(), compresslevel=9))

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import gzip
 import json
 import os
 import time
@@ -37,13 +36,14 @@ import typing
 from typing import Any, Callable, Literal, Mapping, Union
 
 from keras_bertopt import files
+from keras_bertopt.export.modes import QuantizationMode
+from keras_bertopt.files import gzip_size
 
 #: Stages, in the order they run.
 STAGES = ("finetune", "prune", "qat", "export", "evaluate")
 #: Stages that produce a Keras model (`<stage>/model.keras`).
 MODEL_STAGES = ("finetune", "prune", "qat")
 #: Export quantization modes (`keras_bertopt.export.to_tflite(quantization=...)`).
-QUANTIZATION_MODES = ("none", "float16", "dynamic", "int8")
 STATE_VERSION = 1
 
 PatternList = Union[str, list[str], None]
@@ -223,13 +223,13 @@ class ExportConfig:
     """
 
     enabled: bool = True
-    quantization: list[Literal["none", "float16", "dynamic", "int8"]] = dataclasses.field(
+    quantization: list[QuantizationMode] = dataclasses.field(
         default_factory=lambda: ["none", "dynamic", "int8"]
     )
-    qat_quantization: list[Literal["none", "float16", "dynamic", "int8"]] = dataclasses.field(
+    qat_quantization: list[QuantizationMode] = dataclasses.field(
         default_factory=lambda: ["int8"]
     )
-    baseline_quantization: list[Literal["none", "float16", "dynamic", "int8"]] = dataclasses.field(
+    baseline_quantization: list[QuantizationMode] = dataclasses.field(
         default_factory=list
     )
     representative_batches: int = 4
@@ -756,12 +756,6 @@ def classification_metrics(labels: Any, predictions: Any, num_classes: int) -> d
         "f1_macro": float(f1.mean()),
         "confusion_matrix": cm.tolist(),
     }
-
-
-def gzip_size(path: str) -> int:
-    """Bytes of `path` after gzip -9 (what a sparse model saves on the wire)."""
-    with open(path, "rb") as f:
-        return len(gzip.compress(f.read(), compresslevel=9))
 
 
 # --------------------------------------------------------------------------- runner

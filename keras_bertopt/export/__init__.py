@@ -15,14 +15,13 @@ runner.predict(["a wonderful film"])["labels"]
 """
 
 from keras_bertopt.export.convert import (
-    QUANTIZATION_MODES,
     collect_inputs,
-    gzip_size,
     is_quantize_aware,
     keras_logits,
     max_sequence_length,
     to_tflite,
 )
+from keras_bertopt.export.modes import QUANTIZATION_MODES, QuantizationMode
 from keras_bertopt.export.report import ExportReport
 from keras_bertopt.export.runner import (
     INPUT_NAMES,
@@ -34,11 +33,13 @@ from keras_bertopt.export.runner import (
     preprocess_texts,
     read_tflite_bytes,
 )
+from keras_bertopt.files import gzip_size
 
 __all__ = [
     "ExportReport",
     "INPUT_NAMES",
     "QUANTIZATION_MODES",
+    "QuantizationMode",
     "TFLiteClassifier",
     "collect_inputs",
     "evaluate",

@@ -37,7 +37,6 @@ print(report)   # size, int8 vs float ops, agreement with Keras, latency
 
 from __future__ import annotations
 
-import gzip
 import os
 import shutil
 import tempfile
@@ -46,6 +45,7 @@ from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
+from keras_bertopt.export.modes import QUANTIZATION_MODES
 from keras_bertopt.export.report import ExportReport
 from keras_bertopt.export.runner import (
     INPUT_NAMES,
@@ -58,8 +58,8 @@ from keras_bertopt.export.runner import (
     preprocess_texts,
     run_logits,
 )
+from keras_bertopt.files import gzip_size
 
-QUANTIZATION_MODES = ("none", "float16", "dynamic", "int8")
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -97,12 +97,6 @@ def _vocabulary_size(model: Any) -> int:
         if layer.name == "token_embedding" and getattr(layer, "input_dim", None):
             return int(layer.input_dim)
     return 100
-
-
-def gzip_size(path: PathLike) -> int:
-    """Bytes of the file after gzip -9 (what a download or an app bundle carries)."""
-    with open(path, "rb") as f:
-        return len(gzip.compress(f.read(), compresslevel=9))
 
 
 # --------------------------------------------------------------------------- host data
@@ -470,7 +464,7 @@ def to_tflite(
             sequence_length=length,
             batch_size=file_batch,
             size_bytes=len(content),
-            gzip_bytes=len(gzip.compress(content, compresslevel=9)),
+            gzip_bytes=gzip_size(tmp),
             ops=facts["ops"],
             op_signatures=facts["op_signatures"],
             int8_ops=facts["int8_ops"],
