@@ -17,6 +17,7 @@ _SUBMODULES = (
     "callbacks",
     "cli",
     "data",
+    "demo",
     "distribute",
     "export",
     "files",
@@ -30,6 +31,7 @@ _SUBMODULES = (
     "report",
     "schedules",
     "selection",
+    "texts",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]

@@ -1,13 +1,15 @@
-"""Every use of Keras internals, in one place, so a Keras upgrade is one file to read.
+"""Every use of Keras and keras-hub internals, in one place, so an upgrade is one file to read.
 
-Keras 3 has public APIs for most of what this package does; these helpers cover
-the rest. Each says which private attribute it reads and why no public API
-serves (checked against Keras 3.15).
+Keras 3 has public APIs for most of what this package does; these helpers
+cover the rest. Each says which private attribute it reads and why no public
+API serves (checked against Keras 3.15 and keras-hub 0.32). Nothing here
+imports Keras at module import time.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 
 def learning_rate_schedule(optimizer: Any) -> Any:
@@ -16,4 +18,96 @@ def learning_rate_schedule(optimizer: Any) -> Any:
     ``optimizer.learning_rate`` evaluates a schedule at the current step and
     returns a tensor; the schedule object itself is only ``_learning_rate``.
     """
-    return optimizer._learning_rate
+    schedule = getattr(optimizer, "_learning_rate", None)
+    return optimizer.learning_rate if schedule is None else schedule
+
+
+def flatten_layers(layer: Any, include_self: bool = False) -> list[Any]:
+    """Every layer inside `layer`, recursively (nested models and sublayers included).
+
+    ``Model.layers`` lists only the top level; keras-hub tasks keep the
+    backbone's transformer blocks and their dense layers deeper, reachable only
+    through ``_flatten_layers``.
+
+    Raises:
+        ValueError: `layer` is not a Keras layer or model.
+    """
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is None:
+        raise ValueError(f"`model` must be a Keras model; got {type(layer).__name__}")
+    return list(flatten(include_self=include_self, recursive=True))
+
+
+@contextlib.contextmanager
+def unlocked_tracker(layer: Any) -> Iterator[None]:
+    """Allow setting a new tracked attribute (variable, layer, state) on a built layer.
+
+    Keras locks a layer's ``_tracker`` once it is built, and refuses new
+    variables after that; there is no public way to add state to a built layer.
+    """
+    tracker = getattr(layer, "_tracker", None)
+    relock = tracker is not None and getattr(tracker, "locked", False)
+    if relock:
+        tracker.unlock()
+    try:
+        yield
+    finally:
+        if relock:
+            tracker.lock()
+
+
+def untrack(layer: Any, value: Any) -> None:
+    """Stop tracking `value` (its variables leave ``layer.weights``)."""
+    tracker = getattr(layer, "_tracker", None)
+    if tracker is not None:
+        tracker.untrack(value)
+
+
+def einsum_kernel(layer: Any) -> Any:
+    """The kernel variable of an `EinsumDense` (``_kernel``), or None.
+
+    The public ``kernel`` property may return a computed tensor (LoRA, int8
+    dequantization) rather than the variable the optimizer updates.
+    """
+    return getattr(layer, "_kernel", None)
+
+
+def set_keras_mask(outputs: Any, mask: Any) -> None:
+    """Attach a Keras mask to `outputs`, as `keras.layers.Embedding` does for its own outputs.
+
+    Keras exports no public setter (``keras.src.backend.set_keras_mask``).
+    """
+    from keras.src.backend import set_keras_mask as _set
+
+    _set(outputs, mask)
+
+
+def attention_dropout_layer(layer: Any) -> Any:
+    """The `Dropout` a `MultiHeadAttention` applies to its attention probabilities, or None.
+
+    Its rate is the constructor's ``dropout`` and is kept only privately
+    (``_dropout``, ``_dropout_layer``).
+    """
+    return getattr(layer, "_dropout_layer", None)
+
+
+def set_attention_dropout(layer: Any, rate: float) -> Any:
+    """Record `rate` as a `MultiHeadAttention`'s dropout (``_dropout``, so `get_config`
+    reports it); return its `Dropout` layer, whose rate the caller sets."""
+    layer._dropout = rate
+    return layer._dropout_layer
+
+
+def encoder_sublayers(block: Any) -> dict[str, Any]:
+    """The sublayers of a keras-hub `TransformerEncoder`, which keeps them as private attributes.
+
+    Keys: ``attention`` (MultiHeadAttention), ``attention_norm``,
+    ``intermediate`` (Dense), ``output`` (Dense), ``output_norm``.
+    """
+    return {
+        "attention": block._self_attention_layer,
+        "attention_norm": block._self_attention_layer_norm,
+        "intermediate": block._feedforward_intermediate_dense,
+        "output": block._feedforward_output_dense,
+        "output_norm": block._feedforward_layer_norm,
+    }

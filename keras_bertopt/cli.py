@@ -134,10 +134,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not args.output.endswith(".tflite"):
         raise UsageError(f"--output must end in .tflite, got {args.output!r}")
     model = _load_keras(args.model)
-    from keras_bertopt import data, export
+    from keras_bertopt import data, export, quantization
 
     representative = None
-    if args.quantization == "int8" and not _is_qat_model(model):
+    if args.quantization == "int8" and not quantization.is_quantize_aware(model):
         if args.data is None:
             raise UsageError(
                 "--quantization int8 of a float model needs --data (representative examples "
@@ -156,16 +156,6 @@ def cmd_export(args: argparse.Namespace) -> int:
          f"in {time.perf_counter() - start:.1f} s")
     _log(str(report))
     return 0
-
-
-def _is_qat_model(model: Any) -> bool:
-    from keras_bertopt import quantization
-
-    checker = getattr(quantization, "is_quantize_aware", None)
-    if checker is not None:
-        return bool(checker(model))
-    return any("fake_quant" in type(layer).__name__.lower() or "quant" in layer.name
-               for layer in getattr(model, "_flatten_layers", lambda: [])())
 
 
 def _model_sequence_length(model: Any) -> int:

@@ -3,8 +3,9 @@
 Features are raw strings (or a tuple of two strings for sentence-pair tasks):
 a keras-hub classifier carrying its preprocessor tokenizes them inside `fit`.
 
-* `demo_dataset`: a small built-in sentiment set the package generates itself,
-  learnable by `models.TinyConfig()` in a few hundred steps, with no download.
+* `demo_dataset`: a small built-in sentiment set the package generates itself
+  (`keras_bertopt.demo`), learnable by `models.TinyConfig()` in a few hundred
+  steps, with no download.
 * `load_file`: a local TSV / CSV / JSON-lines file with named text and label
   columns (`read_file` gives the same examples as Python lists).
 * `load_glue`: GLUE tasks through tensorflow_datasets (imported only when called).
@@ -18,100 +19,13 @@ import csv
 import dataclasses
 import json
 import os
-import random
 from typing import Any, Iterator, Sequence, Union
 
-from keras_bertopt.models import SPECIAL_TOKENS
-
-_POSITIVE = (
-    "good",
-    "great",
-    "excellent",
-    "fun",
-    "loved",
-    "wonderful",
-    "best",
-    "enjoyable",
-    "brilliant",
-    "charming",
-    "moving",
-    "delightful",
-)
-_NEGATIVE = (
-    "bad",
-    "awful",
-    "boring",
-    "terrible",
-    "hated",
-    "worst",
-    "dull",
-    "poor",
-    "weak",
-    "tedious",
-    "mess",
-    "painful",
-)
-_NEUTRAL = (
-    "the",
-    "movie",
-    "film",
-    "plot",
-    "acting",
-    "was",
-    "is",
-    "a",
-    "and",
-    "story",
-    "really",
-    "quite",
-    "it",
-    "this",
-    "cast",
-    "ending",
-    "script",
-    "very",
-    "of",
-    "an",
-)
-_NEGATORS = ("not",)
-
-#: Sizes of the built-in demo splits.
-DEMO_SIZES = {"train": 2048, "validation": 256, "test": 256}
-
-
-def demo_vocabulary() -> list[str]:
-    """The word-piece vocabulary of the demo data (special tokens first)."""
-    return list(SPECIAL_TOKENS) + sorted(set(_POSITIVE + _NEGATIVE + _NEUTRAL + _NEGATORS))
-
-
-def demo_examples(split: str = "train", size: int | None = None) -> tuple[list[str], list[int]]:
-    """Texts and labels (1 positive, 0 negative) of a demo split, deterministic per split.
-
-    Each sentence mixes neutral words with sentiment words; the label is the
-    polarity of the majority of sentiment words, and "not" flips the word that
-    follows it, so the task needs more than a bag of words to be solved fully.
-    """
-    if split not in DEMO_SIZES:
-        raise ValueError(f"`split` must be one of {sorted(DEMO_SIZES)}, got {split!r}")
-    size = DEMO_SIZES[split] if size is None else size
-    rng = random.Random(f"keras_bertopt-demo-{split}")
-    texts, labels = [], []
-    for i in range(size):
-        label = i % 2
-        words = [rng.choice(_NEUTRAL) for _ in range(rng.randint(3, 8))]
-        n_major = rng.randint(1, 3)
-        n_minor = rng.randint(0, n_major - 1)
-        major, minor = (_POSITIVE, _NEGATIVE) if label else (_NEGATIVE, _POSITIVE)
-        cues = [rng.choice(major) for _ in range(n_major)] + [
-            rng.choice(minor) for _ in range(n_minor)
-        ]
-        if rng.random() < 0.15:
-            cues.append("not " + rng.choice(minor))
-        for cue in cues:
-            words.insert(rng.randint(0, len(words)), cue)
-        texts.append(" ".join(words))
-        labels.append(label)
-    return texts, labels
+# The demo's examples and vocabulary live in `keras_bertopt.demo`; they stay reachable here.
+from keras_bertopt.demo import DEMO_SIZES as DEMO_SIZES
+from keras_bertopt.demo import demo_examples as demo_examples
+from keras_bertopt.demo import demo_vocabulary as demo_vocabulary
+from keras_bertopt.texts import text_columns
 
 
 def demo_dataset(
@@ -448,6 +362,33 @@ def _probe_download_host(builder: Any) -> None:
         raise ConnectionError(f"cannot resolve the download host {host!r} ({e})") from e
 
 
+def _tfds_load(name: str, split: str, data_dir: str | None, download: bool) -> Any:
+    """`tfds.load` of glue/`name`, its failures turned into errors that say what to do offline."""
+    import tensorflow_datasets as tfds
+
+    def failure(cause: BaseException) -> str:
+        return (
+            f"could not load tfds dataset glue/{name} split {split!r} (data_dir={data_dir!r}, "
+            f"download={download}): tensorflow_datasets downloads GLUE from the internet on "
+            "first use, which needs network access (and tfds's download dependencies). "
+            "Offline, prepare it on a machine with network access and pass its `data_dir` "
+            "with download=False, or read TSV files with keras_bertopt.data.load_file. "
+            f"Cause: {type(cause).__name__}: {cause}"
+        )
+
+    try:
+        builder = tfds.builder(f"glue/{name}", data_dir=data_dir)
+        if download and not builder.is_prepared():
+            _probe_download_host(builder)
+        return tfds.load(f"glue/{name}", split=split, data_dir=data_dir, download=download)
+    except (OSError, ImportError, AssertionError) as e:
+        if isinstance(e, ImportError):
+            raise ImportError(failure(e)) from e
+        if isinstance(e, (AssertionError, FileNotFoundError)):
+            raise FileNotFoundError(failure(e)) from e
+        raise ConnectionError(failure(e)) from e
+
+
 def load_glue(
     task: str,
     split: str = "train",
@@ -503,29 +444,8 @@ def load_glue(
     shuffle = split.startswith("train") if shuffle is None else shuffle
 
     import tensorflow as tf
-    import tensorflow_datasets as tfds
 
-    def failure(cause: BaseException) -> str:
-        return (
-            f"could not load tfds dataset glue/{name} split {split!r} (data_dir={data_dir!r}, "
-            f"download={download}): tensorflow_datasets downloads GLUE from the internet on "
-            "first use, which needs network access (and tfds's download dependencies). "
-            "Offline, prepare it on a machine with network access and pass its `data_dir` "
-            "with download=False, or read TSV files with keras_bertopt.data.load_file. "
-            f"Cause: {type(cause).__name__}: {cause}"
-        )
-
-    try:
-        builder = tfds.builder(f"glue/{name}", data_dir=data_dir)
-        if download and not builder.is_prepared():
-            _probe_download_host(builder)
-        ds = tfds.load(f"glue/{name}", split=split, data_dir=data_dir, download=download)
-    except (OSError, ImportError, AssertionError) as e:
-        if isinstance(e, ImportError):
-            raise ImportError(failure(e)) from e
-        if isinstance(e, (AssertionError, FileNotFoundError)):
-            raise FileNotFoundError(failure(e)) from e
-        raise ConnectionError(failure(e)) from e
+    ds = _tfds_load(name, split, data_dir, download)
     label_dtype = tf.float32 if num_classes is None else tf.int32
 
     def to_pair(example: dict[str, Any]) -> tuple[Any, Any]:
@@ -604,67 +524,6 @@ class LengthReport:
         return "\n".join(lines)
 
 
-def _features_of(element: Any) -> Any:
-    """The features of a dataset element: drop a trailing non-string label."""
-    if isinstance(element, tuple) and len(element) == 2:
-        label_dtype = getattr(element[1], "dtype", None)
-        if label_dtype is not None and label_dtype.name != "string":
-            return element[0]
-    return element
-
-
-def _collect_texts(data: Any) -> list[list[str]]:
-    """Texts as segment columns: [[a0, a1, ...]] or [[a...], [b...]] for pairs."""
-    import tensorflow as tf
-
-    def as_list(x: Any) -> list[str]:
-        if isinstance(x, str):
-            return [x]
-        if isinstance(x, bytes):
-            return [x.decode("utf-8")]
-        if isinstance(x, (tf.Tensor, tf.RaggedTensor)) or hasattr(x, "numpy"):
-            arr = x.numpy()
-            arr = arr.reshape(-1) if hasattr(arr, "reshape") else [arr]
-            return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr]
-        raise ValueError(f"`texts_or_dataset` holds {type(x).__name__}, expected strings")
-
-    if isinstance(data, tf.data.Dataset):
-        columns: list[list[str]] | None = None
-        for element in data:
-            features = _features_of(element)
-            if isinstance(features, dict):
-                raise ValueError(
-                    "`texts_or_dataset` yields dicts (already preprocessed?); pass raw texts"
-                )
-            parts = list(features) if isinstance(features, tuple) else [features]
-            if columns is None:
-                columns = [[] for _ in parts]
-            if len(parts) != len(columns):
-                raise ValueError("`texts_or_dataset` mixes single texts and text pairs")
-            for column, part in zip(columns, parts, strict=True):
-                column.extend(as_list(part))
-        if not columns:
-            raise ValueError("`texts_or_dataset` is empty")
-        return columns
-    if isinstance(data, str):
-        raise ValueError("`texts_or_dataset` must be a list of texts, not one string")
-    if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], str):
-        columns = [list(map(str, data[0])), list(map(str, data[1]))]
-        if len(columns[0]) != len(columns[1]):
-            raise ValueError("`texts_or_dataset`: the two text lists differ in length")
-    else:
-        items = list(data)
-        if items and all(isinstance(t, (tuple, list)) and len(t) == 2 for t in items):
-            columns = [[str(t[0]) for t in items], [str(t[1]) for t in items]]
-        else:
-            columns = [[t.decode("utf-8") if isinstance(t, bytes) else t for t in items]]
-            if not all(isinstance(t, str) for t in columns[0]):
-                raise ValueError("`texts_or_dataset` must hold strings (or pairs of strings)")
-    if not columns[0]:
-        raise ValueError("`texts_or_dataset` is empty")
-    return columns
-
-
 def _token_counts(tokenizer: Any, texts: list[str], batch_size: int = 2048) -> Any:
     import numpy as np
     import tensorflow as tf
@@ -721,7 +580,7 @@ def length_report(
         raise ValueError(f"`candidates` must be positive integers, got {candidates!r}")
     import numpy as np
 
-    columns = _collect_texts(texts_or_dataset)
+    columns = text_columns(texts_or_dataset, "texts_or_dataset")
     special = 1 + len(columns)
     lengths = sum(_token_counts(tokenizer, column) for column in columns) + special
     percentiles: dict[Any, int] = {

@@ -269,6 +269,21 @@ def _tpu_strategy(tpu: Any, zone: Any, project: Any) -> Any:
     return _strategy_classes()["TPUStrategy"](resolver)
 
 
+def _check_arguments(kind: str, devices: Any, communication: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}")
+    if devices is not None and kind != "mirrored":
+        raise ValueError(f"`devices` applies to kind='mirrored' only, got kind={kind!r}")
+    if communication not in ("auto", "ring", "nccl"):
+        raise ValueError(
+            f"`communication` must be 'auto', 'ring' or 'nccl', got {communication!r}"
+        )
+    if devices is not None and (
+        isinstance(devices, str) or not all(isinstance(d, str) for d in devices)
+    ):
+        raise ValueError(f"`devices` must be a list of device names, got {devices!r}")
+
+
 def get_strategy(
     kind: str = "auto",
     *,
@@ -308,18 +323,7 @@ def get_strategy(
         TPUNotFoundError: ``"tpu"`` and no TPU could be resolved/initialised
             (the message names what was tried).
     """
-    if kind not in KINDS:
-        raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}")
-    if devices is not None and kind != "mirrored":
-        raise ValueError(f"`devices` applies to kind='mirrored' only, got kind={kind!r}")
-    if communication not in ("auto", "ring", "nccl"):
-        raise ValueError(
-            f"`communication` must be 'auto', 'ring' or 'nccl', got {communication!r}"
-        )
-    if devices is not None and (
-        isinstance(devices, str) or not all(isinstance(d, str) for d in devices)
-    ):
-        raise ValueError(f"`devices` must be a list of device names, got {devices!r}")
+    _check_arguments(kind, devices, communication)
     if kind == "multi_worker":
         read_tf_config()
 

@@ -30,10 +30,13 @@ import json
 import os
 from typing import Any, Sequence, Union
 
+from keras_bertopt import _compat
+from keras_bertopt.demo import demo_vocabulary
+from keras_bertopt.texts import SPECIAL_TOKENS
+
 #: Files keras-hub needs to read a Hugging Face BERT checkpoint directory.
 HF_CHECKPOINT_FILES = ("config.json", "model.safetensors", "vocab.txt")
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
 @dataclasses.dataclass
@@ -43,7 +46,7 @@ class TinyConfig:
     Args:
         vocabulary: word-piece vocabulary; must start with the BERT special
             tokens. Defaults to the built-in demo vocabulary
-            (`keras_bertopt.data.demo_vocabulary()`).
+            (`keras_bertopt.demo.demo_vocabulary()`).
         num_layers, num_heads, hidden_dim, intermediate_dim: backbone size.
         max_sequence_length: size of the position table (>= sequence_length).
         dropout: backbone dropout rate.
@@ -62,8 +65,6 @@ class TinyConfig:
 
     def resolved_vocabulary(self) -> list[str]:
         if self.vocabulary is None:
-            from keras_bertopt.data import demo_vocabulary
-
             return demo_vocabulary()
         vocab = list(self.vocabulary)
         missing = [t for t in SPECIAL_TOKENS[:4] if t not in vocab]
@@ -371,8 +372,8 @@ def hf_state_dict(backbone: Any) -> dict[str, Any]:
     put("embeddings.LayerNorm.weight", _to_numpy(norm.gamma))
     put("embeddings.LayerNorm.bias", _to_numpy(norm.beta))
     for i in range(backbone.num_layers):
-        block = backbone.get_layer(f"transformer_layer_{i}")
-        attn = block._self_attention_layer
+        block = _compat.encoder_sublayers(backbone.get_layer(f"transformer_layer_{i}"))
+        attn = block["attention"]
         prefix = f"encoder.layer.{i}."
         for hf_name, dense in (
             ("attention.self.query", attn.query_dense),
@@ -385,30 +386,53 @@ def hf_state_dict(backbone: Any) -> dict[str, Any]:
         kernel = _to_numpy(attn.output_dense.kernel)  # (heads, head_dim, hidden)
         put(prefix + "attention.output.dense.weight", kernel.reshape(-1, kernel.shape[-1]).T)
         put(prefix + "attention.output.dense.bias", _to_numpy(attn.output_dense.bias))
-        put(
-            prefix + "attention.output.LayerNorm.weight",
-            _to_numpy(block._self_attention_layer_norm.gamma),
-        )
-        put(
-            prefix + "attention.output.LayerNorm.bias",
-            _to_numpy(block._self_attention_layer_norm.beta),
-        )
-        put(
-            prefix + "intermediate.dense.weight",
-            _to_numpy(block._feedforward_intermediate_dense.kernel).T,
-        )
-        put(
-            prefix + "intermediate.dense.bias",
-            _to_numpy(block._feedforward_intermediate_dense.bias),
-        )
-        put(prefix + "output.dense.weight", _to_numpy(block._feedforward_output_dense.kernel).T)
-        put(prefix + "output.dense.bias", _to_numpy(block._feedforward_output_dense.bias))
-        put(prefix + "output.LayerNorm.weight", _to_numpy(block._feedforward_layer_norm.gamma))
-        put(prefix + "output.LayerNorm.bias", _to_numpy(block._feedforward_layer_norm.beta))
+        for hf_name, key in (("attention.output.LayerNorm", "attention_norm"),
+                             ("output.LayerNorm", "output_norm")):
+            put(prefix + hf_name + ".weight", _to_numpy(block[key].gamma))
+            put(prefix + hf_name + ".bias", _to_numpy(block[key].beta))
+        for hf_name, key in (("intermediate.dense", "intermediate"), ("output.dense", "output")):
+            put(prefix + hf_name + ".weight", _to_numpy(block[key].kernel).T)
+            put(prefix + hf_name + ".bias", _to_numpy(block[key].bias))
     pooled = backbone.get_layer("pooled_dense")
     put("pooler.dense.weight", _to_numpy(pooled.kernel).T)
     put("pooler.dense.bias", _to_numpy(pooled.bias))
     return weights
+
+
+def _vocabulary_and_case(vocabulary: Any, lowercase: bool | None) -> tuple[list[str], bool]:
+    """The word pieces and do_lower_case of a vocabulary list, vocab.txt path or tokenizer."""
+    if hasattr(vocabulary, "get_vocabulary"):
+        if lowercase is None:
+            lowercase = bool(getattr(vocabulary, "lowercase", True))
+        vocab = list(vocabulary.get_vocabulary())
+    elif isinstance(vocabulary, (str, os.PathLike)):
+        with open(vocabulary, encoding="utf-8") as f:
+            vocab = [line.rstrip("\n") for line in f]
+    else:
+        vocab = list(vocabulary)
+    return vocab, True if lowercase is None else bool(lowercase)
+
+
+def _hf_config(backbone: Any, vocab: list[str]) -> dict[str, Any]:
+    """The Hugging Face config.json of a keras-hub `BertBackbone`."""
+    return {
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "vocab_size": backbone.vocabulary_size,
+        "hidden_size": backbone.hidden_dim,
+        "num_hidden_layers": backbone.num_layers,
+        "num_attention_heads": backbone.num_heads,
+        "intermediate_size": backbone.intermediate_dim,
+        "max_position_embeddings": backbone.max_sequence_length,
+        "type_vocab_size": backbone.num_segments,
+        # keras-hub's BERT uses the tanh approximation of GELU ("gelu_new" in transformers).
+        "hidden_act": "gelu_new",
+        "hidden_dropout_prob": backbone.dropout,
+        "attention_probs_dropout_prob": backbone.dropout,
+        "layer_norm_eps": 1e-12,
+        "initializer_range": 0.02,
+        "pad_token_id": vocab.index("[PAD]"),
+    }
 
 
 def save_hf_checkpoint(
@@ -455,16 +479,7 @@ def save_hf_checkpoint(
         raise ValueError(
             f"`backbone` must be a keras_hub.models.BertBackbone, got {type(backbone).__name__}"
         )
-    if hasattr(vocabulary, "get_vocabulary"):
-        if lowercase is None:
-            lowercase = bool(getattr(vocabulary, "lowercase", True))
-        vocab = list(vocabulary.get_vocabulary())
-    elif isinstance(vocabulary, (str, os.PathLike)):
-        with open(vocabulary, encoding="utf-8") as f:
-            vocab = [line.rstrip("\n") for line in f]
-    else:
-        vocab = list(vocabulary)
-    lowercase = True if lowercase is None else lowercase
+    vocab, lowercase = _vocabulary_and_case(vocabulary, lowercase)
     if len(vocab) != backbone.vocabulary_size:
         raise ValueError(
             f"`vocabulary` has {len(vocab)} entries but the backbone's vocabulary_size is "
@@ -473,24 +488,7 @@ def save_hf_checkpoint(
     missing = [t for t in SPECIAL_TOKENS[:4] if t not in vocab]
     if missing:
         raise ValueError(f"`vocabulary` lacks the BERT special tokens {missing}")
-    config = {
-        "architectures": ["BertModel"],
-        "model_type": "bert",
-        "vocab_size": backbone.vocabulary_size,
-        "hidden_size": backbone.hidden_dim,
-        "num_hidden_layers": backbone.num_layers,
-        "num_attention_heads": backbone.num_heads,
-        "intermediate_size": backbone.intermediate_dim,
-        "max_position_embeddings": backbone.max_sequence_length,
-        "type_vocab_size": backbone.num_segments,
-        # keras-hub's BERT uses the tanh approximation of GELU ("gelu_new" in transformers).
-        "hidden_act": "gelu_new",
-        "hidden_dropout_prob": backbone.dropout,
-        "attention_probs_dropout_prob": backbone.dropout,
-        "layer_norm_eps": 1e-12,
-        "initializer_range": 0.02,
-        "pad_token_id": vocab.index("[PAD]"),
-    }
+    config = _hf_config(backbone, vocab)
     tokenizer_config = {"do_lower_case": bool(lowercase), "tokenizer_class": "BertTokenizer"}
     directory = os.fspath(directory)
     with atomic_output(directory, directory=True) as tmp:

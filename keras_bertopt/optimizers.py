@@ -53,14 +53,21 @@ import keras
 from keras import ops
 
 from keras_bertopt import schedules
-from keras_bertopt.selection import EMBEDDINGS, NO_DECAY, select_variables, variable_path
+from keras_bertopt.selection import (
+    EMBEDDING_PARTS,
+    EMBEDDINGS,
+    NO_DECAY,
+    TRANSFORMER_LAYER,
+    select_variables,
+    variable_path,
+)
 
 #: Kinds accepted by `create_optimizer`.
 KINDS = ("adamw", "lamb", "adam")
 #: Path pattern of a transformer block; group 1 is its 0-based index (keras-hub naming).
-LAYER_PATTERN = r"(?:^|/)transformer_layer_(\d+)/"
+LAYER_PATTERN = TRANSFORMER_LAYER
 #: Path pattern of the embedding part (token/position/segment tables and their LayerNorm).
-EMBEDDING_PATTERN = r"(?:^|/)[^/]*embedding[^/]*/"
+EMBEDDING_PATTERN = EMBEDDING_PARTS
 
 
 def layerwise_multipliers(
@@ -340,6 +347,23 @@ class BertAdam(_PathRules, keras.optimizers.Adam):
 _CLASSES = {"adamw": BertAdamW, "lamb": BertLamb, "adam": BertAdam}
 
 
+def _check_arguments(kind: str, weight_decay: Any, clipnorm: Any, epsilon: Any) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"`kind` must be one of {KINDS}; got {kind!r}")
+    if weight_decay is not None and (
+        isinstance(weight_decay, bool)
+        or not isinstance(weight_decay, numbers.Real)
+        or not weight_decay >= 0
+    ):
+        raise ValueError(f"`weight_decay` must be >= 0 or None; got {weight_decay!r}")
+    if clipnorm is not None and (
+        not isinstance(clipnorm, numbers.Real) or not clipnorm > 0 or math.isinf(clipnorm)
+    ):
+        raise ValueError(f"`clipnorm` must be a positive number or None; got {clipnorm!r}")
+    if not isinstance(epsilon, numbers.Real) or not epsilon > 0:
+        raise ValueError(f"`epsilon` must be > 0; got {epsilon!r}")
+
+
 def create_optimizer(
     peak_learning_rate: float,
     total_steps: int,
@@ -413,20 +437,7 @@ def create_optimizer(
             negative rates, `total_steps` not above the warm-up, a bad
             `layerwise_lr_decay`, or (with `model`) a pattern matching nothing.
     """
-    if kind not in KINDS:
-        raise ValueError(f"`kind` must be one of {KINDS}; got {kind!r}")
-    if weight_decay is not None and (
-        isinstance(weight_decay, bool)
-        or not isinstance(weight_decay, numbers.Real)
-        or not weight_decay >= 0
-    ):
-        raise ValueError(f"`weight_decay` must be >= 0 or None; got {weight_decay!r}")
-    if clipnorm is not None and (
-        not isinstance(clipnorm, numbers.Real) or not clipnorm > 0 or math.isinf(clipnorm)
-    ):
-        raise ValueError(f"`clipnorm` must be a positive number or None; got {clipnorm!r}")
-    if not isinstance(epsilon, numbers.Real) or not epsilon > 0:
-        raise ValueError(f"`epsilon` must be > 0; got {epsilon!r}")
+    _check_arguments(kind, weight_decay, clipnorm, epsilon)
     if warmup_steps is None and warmup_ratio is None:
         warmup_ratio = 0.1
     learning_rate = schedules.create(

@@ -33,6 +33,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_bertopt import _compat
 from keras_bertopt.selection import TRANSFORMER_KERNELS, Pattern, select_variables, variable_path
 
 #: Default selection: transformer kernels (attention q/k/v/output, feed-forward),
@@ -193,15 +194,26 @@ def _set_rate(layer: Any, rate: float) -> None:
     layer.rate = rate
     if rate > 0 and getattr(layer, "seed_generator", None) is None:
         # keras.layers.Dropout only creates its seed generator when built with rate > 0.
-        tracker = getattr(layer, "_tracker", None)
-        was_locked = bool(tracker is not None and tracker.locked)
-        if was_locked:
-            tracker.unlock()
-        try:
+        with _compat.unlocked_tracker(layer):
             layer.seed_generator = keras.random.SeedGenerator(layer.seed)
-        finally:
-            if was_locked:
-                tracker.lock()
+
+
+def _dropout_layers(layers: list[Any]) -> tuple[list[Any], list[Any], list[Any]]:
+    """(attention layers, hidden Dropout layers, classifier-head Dropout layers) of `layers`."""
+    attention_layers = [
+        layer for layer in layers if isinstance(layer, keras.layers.MultiHeadAttention)
+    ]
+    attention_dropouts = {
+        id(_compat.attention_dropout_layer(layer))
+        for layer in attention_layers
+        if _compat.attention_dropout_layer(layer) is not None
+    }
+    dropouts = [layer for layer in layers if isinstance(layer, keras.layers.Dropout)]
+    head = [layer for layer in dropouts if layer.name == "classifier_dropout"]
+    hidden_layers = [
+        layer for layer in dropouts if id(layer) not in attention_dropouts and layer not in head
+    ]
+    return attention_layers, hidden_layers, head
 
 
 def set_dropout(
@@ -244,22 +256,8 @@ def set_dropout(
     hidden = _check_rate(hidden, "hidden")
     attention = _check_rate(attention, "attention")
     classifier = _check_rate(classifier, "classifier")
-    if not hasattr(model, "_flatten_layers"):
-        raise ValueError(f"`model` must be a Keras model; got {type(model).__name__}")
-    layers = list(model._flatten_layers(include_self=False, recursive=True))
-    attention_layers = [
-        layer for layer in layers if isinstance(layer, keras.layers.MultiHeadAttention)
-    ]
-    attention_dropouts = {
-        id(layer._dropout_layer)
-        for layer in attention_layers
-        if getattr(layer, "_dropout_layer", None) is not None
-    }
-    dropouts = [layer for layer in layers if isinstance(layer, keras.layers.Dropout)]
-    head = [layer for layer in dropouts if layer.name == "classifier_dropout"]
-    hidden_layers = [
-        layer for layer in dropouts if id(layer) not in attention_dropouts and layer not in head
-    ]
+    layers = _compat.flatten_layers(model)
+    attention_layers, hidden_layers, head = _dropout_layers(layers)
     for rate, found, argument in (
         (hidden, hidden_layers, "hidden"),
         (attention, attention_layers, "attention"),
@@ -283,8 +281,7 @@ def set_dropout(
                 layer.dropout = hidden
     if attention is not None:
         for layer in attention_layers:
-            layer._dropout = attention
-            _set_rate(layer._dropout_layer, attention)
+            _set_rate(_compat.set_attention_dropout(layer, attention), attention)
         changed["attention"] = len(attention_layers)
     if classifier is not None:
         for layer in head:

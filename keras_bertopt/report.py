@@ -103,7 +103,8 @@ def build_report(state: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _fmt(value: Any, spec: str = ".4f") -> str:
+def format_number(value: Any, spec: str = ".4f") -> str:
+    """`value` formatted with `spec`; ``-`` for None (a number not measured)."""
     if value is None:
         return "-"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -132,9 +133,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     ]
     for row in report["stages"]:
         lines.append(
-            f"| {row['stage']} | {_fmt(row.get('seconds'), '.1f')} | {_fmt(row.get('steps'), 'd')}"
-            f" | {_fmt(row.get('loss'))} | {_fmt(row.get('val_accuracy'))}"
-            f" | {_fmt(row.get('sparsity'), '.3f')} |"
+            f"| {row['stage']} | {format_number(row.get('seconds'), '.1f')}"
+            f" | {format_number(row.get('steps'), 'd')}"
+            f" | {format_number(row.get('loss'))} | {format_number(row.get('val_accuracy'))}"
+            f" | {format_number(row.get('sparsity'), '.3f')} |"
         )
     splits = report["splits"]
     if report["models"] or report["exports"]:
@@ -146,22 +148,22 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                   "| " + " | ".join(["---"] + ["---:"] * (len(head) - 1)) + " |"]
         for item in report["models"]:
             cells = [item["stage"], "keras", _mb(item.get("size_bytes")),
-                     _mb(item.get("gzip_bytes")), _fmt(item.get("sparsity"), ".3f")]
+                     _mb(item.get("gzip_bytes")), format_number(item.get("sparsity"), ".3f")]
             for split in splits:
                 met = item.get("metrics", {}).get(split, {})
-                cells += [_fmt(met.get("accuracy")), _fmt(met.get("f1"))]
+                cells += [format_number(met.get("accuracy")), format_number(met.get("f1"))]
             cells += ["-", "-", "-"]
             lines.append("| " + " | ".join(cells) + " |")
         for item in report["exports"]:
             cells = [item["stage"], f"tflite {item['quantization']}", _mb(item.get("size_bytes")),
-                     _mb(item.get("gzip_bytes")), _fmt(item.get("sparsity"), ".3f")]
+                     _mb(item.get("gzip_bytes")), format_number(item.get("sparsity"), ".3f")]
             for split in splits:
                 met = item.get("metrics", {}).get(split, {})
-                cells += [_fmt(met.get("accuracy")), _fmt(met.get("f1"))]
+                cells += [format_number(met.get("accuracy")), format_number(met.get("f1"))]
             agreement = item.get("agreement_with_keras", {})
-            cells.append(_fmt(agreement.get(splits[0]) if splits else None))
-            cells.append(_fmt(item.get("latency_ms"), ".2f"))
-            cells.append(_fmt(item.get("gzip_vs_float32_gzip"), ".3f"))
+            cells.append(format_number(agreement.get(splits[0]) if splits else None))
+            cells.append(format_number(item.get("latency_ms"), ".2f"))
+            cells.append(format_number(item.get("gzip_vs_float32_gzip"), ".3f"))
             lines.append("| " + " | ".join(cells) + " |")
     if report.get("size_baseline"):
         lines += ["", f"Size ratios are against `{report['size_baseline']}.tflite`."]

@@ -335,24 +335,7 @@ def create(
     elif kind == "cosine":
         after = schedules.CosineDecay(peak, decay_steps, alpha=end / peak)
     elif kind == "exponential":
-        every = _check_steps(kwargs.get("decay_steps", decay_steps), "decay_steps", minimum=1)
-        rate = kwargs.get("decay_rate")
-        if rate is None:
-            if end <= 0.0:
-                raise ValueError(
-                    "kind='exponential' needs `decay_rate` or an `end_learning_rate` > 0 "
-                    "to derive it from"
-                )
-            rate = (end / peak) ** (every / decay_steps)
-        elif end != 0.0:
-            raise ValueError(
-                "give either `decay_rate` or `end_learning_rate` for kind='exponential', "
-                f"not both; got decay_rate={rate!r}, end_learning_rate={end_learning_rate!r}"
-            )
-        rate = _check_number(rate, "decay_rate", strict=True)
-        after = schedules.ExponentialDecay(
-            peak, every, rate, staircase=bool(kwargs.get("staircase", False))
-        )
+        after = _exponential(peak, end, decay_steps, kwargs)
     elif kind == "step":
         after = _piecewise(peak, warmup, int(total_steps), kwargs)
     else:  # inverse_sqrt
@@ -364,6 +347,29 @@ def create(
             )
         after = InverseSqrtDecay(peak, _check_steps(timescale, "timescale", minimum=1))
     return WarmUp(after, warmup, initial_learning_rate=0.0, power=1.0, decay_steps=decay_steps)
+
+
+def _exponential(
+    peak: float, end: float, decay_steps: int, kwargs: dict[str, Any]
+) -> keras.optimizers.schedules.ExponentialDecay:
+    every = _check_steps(kwargs.get("decay_steps", decay_steps), "decay_steps", minimum=1)
+    rate = kwargs.get("decay_rate")
+    if rate is None:
+        if end <= 0.0:
+            raise ValueError(
+                "kind='exponential' needs `decay_rate` or an `end_learning_rate` > 0 "
+                "to derive it from"
+            )
+        rate = (end / peak) ** (every / decay_steps)
+    elif end != 0.0:
+        raise ValueError(
+            "give either `decay_rate` or `end_learning_rate` for kind='exponential', "
+            f"not both; got decay_rate={rate!r}, end_learning_rate={end!r}"
+        )
+    rate = _check_number(rate, "decay_rate", strict=True)
+    return keras.optimizers.schedules.ExponentialDecay(
+        peak, every, rate, staircase=bool(kwargs.get("staircase", False))
+    )
 
 
 def _piecewise(

@@ -2,7 +2,7 @@
 
 This is the one place where keras_bertopt decides which variables a feature
 touches: regularizers, weight-decay exclusions, pruning and quantization all call
-`select_variables` (or `path_matches`). Patterns are matched with `re.search`
+`select_variables`. Patterns are matched with `re.search`
 against the Keras 3 `variable.path` (e.g.
 ``transformer_layer_0/self_attention_layer/query/kernel``), never against
 `variable.name`, which is the short name (``kernel``) on most backends.
@@ -15,8 +15,15 @@ from typing import Any, Iterable, Sequence, Union
 
 Pattern = Union[str, "re.Pattern[str]", Sequence[Union[str, "re.Pattern[str]"]], None]
 
+# The path patterns of a keras-hub BERT's parts, defined once here and used by every module.
+
 #: Transformer kernels of a keras-hub BERT: attention q/k/v/output and feed-forward.
 TRANSFORMER_KERNELS = r"transformer_layer_\d+/.*kernel$"
+#: A transformer block; group 1 is its 0-based index (keras-hub's ``transformer_layer_k``).
+TRANSFORMER_LAYER = r"(?:^|/)transformer_layer_(\d+)/"
+#: The embedding part: token/position/segment tables and their LayerNorm (any variable under a
+#: layer whose name contains "embedding").
+EMBEDDING_PARTS = r"(?:^|/)[^/]*embedding[^/]*/"
 #: LayerNorm scale/offset and every bias: the classic "no weight decay" set.
 NO_DECAY = (r"layer_norm", r"LayerNorm", r"/bias$", r"^bias$", r"/beta$", r"/gamma$")
 #: Embedding tables (token, position, segment).
@@ -55,15 +62,6 @@ def compile_patterns(pattern: Pattern, argument: str = "include") -> list[re.Pat
                 f"of them; got {type(item).__name__}: {item!r}"
             )
     return compiled
-
-
-def path_matches(path: str, include: Pattern = None, exclude: Pattern = None) -> bool:
-    """True when `path` matches any `include` pattern (all when None) and no `exclude`."""
-    inc = compile_patterns(include, "include")
-    exc = compile_patterns(exclude, "exclude")
-    if inc and not any(p.search(path) for p in inc):
-        return False
-    return not any(p.search(path) for p in exc)
 
 
 def _variables_of(source: Any, trainable_only: bool) -> list[Any]:

@@ -60,6 +60,18 @@ def test_kernel_view_of_einsum_kernels_round_trips():
     assert M.kernel_view((7,)).rows == 7 and M.kernel_view((4, 3, 5)).rows == 12
 
 
+def test_pruning_and_quantization_read_einsum_axes_the_same_way():
+    """A kernel axis summed without an input partner ("d" in "ab,bcd->ac") is an input axis
+    for both pruning's 2-D view and quantization's per-channel scales (one output axis, c)."""
+    from keras_bertopt.quantization import einsum_reduce_axes
+
+    for equation in ("abc,cde->abde", "abcd,cde->abe", "ab,bcd->ac"):
+        assert M.einsum_reduction_axes(equation) == einsum_reduce_axes(equation)
+    assert einsum_reduce_axes("ab,bcd->ac") == (0, 2)
+    view = M.kernel_view((4, 3, 5), M.einsum_reduction_axes("ab,bcd->ac"))
+    assert (view.rows, view.cols) == (20, 3)
+
+
 def test_block_mask_zeroes_whole_blocks_on_the_2d_view():
     view = M.kernel_view((2, 16, 32), (0, 1))
     w = _weights((2, 16, 32), seed=1)

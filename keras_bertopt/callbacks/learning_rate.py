@@ -8,7 +8,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_bertopt import _compat
 from keras_bertopt.callbacks._summary import ScalarWriter, check_every
+from keras_bertopt.selection import EMBEDDING_PARTS, TRANSFORMER_LAYER
 
 
 def _schedule_value(learning_rate: Any, step: int) -> float:
@@ -45,8 +47,8 @@ def _multiplier_groups(optimizer: Any, base: float) -> dict[str, float]:
         return {}
     if not multipliers or all(m == 1.0 for m in multipliers.values()):
         return {}
-    layer_pattern = getattr(optimizer, "layer_pattern", None) or r"transformer_layer_(\d+)/"
-    embedding_pattern = getattr(optimizer, "embedding_pattern", None) or r"embedding"
+    layer_pattern = getattr(optimizer, "layer_pattern", None) or TRANSFORMER_LAYER
+    embedding_pattern = getattr(optimizer, "embedding_pattern", None) or EMBEDDING_PARTS
     groups: dict[str, dict[str, float]] = {}
     for path, multiplier in multipliers.items():
         groups.setdefault(_group_name(path, layer_pattern, embedding_pattern), {})[path] = (
@@ -87,9 +89,7 @@ def applied_learning_rates(optimizer: Any) -> dict[str, float]:
     step = max(int(keras.ops.convert_to_numpy(optimizer.iterations)) - 1, 0)
     # `_learning_rate` holds the schedule itself; the public `learning_rate`
     # property resolves it at `iterations`, one step ahead of the one applied.
-    schedule = getattr(optimizer, "_learning_rate", None)
-    if schedule is None:
-        schedule = optimizer.learning_rate
+    schedule = _compat.learning_rate_schedule(optimizer)
     rates = {"learning_rate": _schedule_value(schedule, step)}
     rates.update(_multiplier_groups(optimizer, rates["learning_rate"]))
     groups_fn = getattr(optimizer, "learning_rate_groups", None)

@@ -28,11 +28,14 @@ How it is wired (see `masks.py` for the math):
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
 
+from keras_bertopt import _compat
+from keras_bertopt.kernels import einsum_reduce_axes
 from keras_bertopt.pruning import masks as mask_math
 from keras_bertopt.pruning.schedules import PruningSchedule
 from keras_bertopt.selection import TRANSFORMER_KERNELS, Pattern, select_variables, variable_path
@@ -164,15 +167,8 @@ def get_state(model: Any) -> PruningState | None:
 
 
 def _attach_state(model: Any, state: PruningState) -> None:
-    tracker = getattr(model, "_tracker", None)
-    relock = tracker is not None and getattr(tracker, "locked", False)
-    if relock:
-        tracker.unlock()
-    try:
+    with _compat.unlocked_tracker(model):
         setattr(model, STATE_ATTR, state)
-    finally:
-        if relock:
-            tracker.lock()
 
 
 def detach_state(model: Any) -> None:
@@ -180,22 +176,21 @@ def detach_state(model: Any) -> None:
     state = get_state(model)
     if state is None:
         return
-    tracker = getattr(model, "_tracker", None)
-    if tracker is not None:
-        tracker.untrack(state)
+    _compat.untrack(model, state)
     object.__delattr__(model, STATE_ATTR)
 
 
 def _reduction_axes_by_variable(model: Any) -> dict[int, tuple[int, ...]]:
     """id(kernel) -> reduction axes for every EinsumDense kernel in `model`."""
     out: dict[int, tuple[int, ...]] = {}
-    flatten = getattr(model, "_flatten_layers", None)
-    layers = flatten(include_self=False) if flatten else getattr(model, "layers", [])
-    for layer in layers:
+    for layer in _compat.flatten_layers(model):
         if isinstance(layer, keras.layers.EinsumDense):
-            kernel = getattr(layer, "_kernel", None)
-            axes = mask_math.einsum_reduction_axes(getattr(layer, "equation", ""))
-            if kernel is not None and axes is not None:
+            kernel = _compat.einsum_kernel(layer)
+            try:
+                axes = einsum_reduce_axes(layer.equation)
+            except ValueError:  # an equation we cannot read: the Dense convention applies
+                continue
+            if kernel is not None:
                 out[id(kernel)] = axes
     return out
 
@@ -386,7 +381,7 @@ class MagnitudePruning(keras.callbacks.Callback):
             )
         if state is None:
             strategy = getattr(model, "distribute_strategy", None)
-            scope = strategy.scope() if strategy is not None else _null_scope()
+            scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
             with scope:
                 state = PruningState(paths, shapes, [str(v.dtype) for v in variables])
             _attach_state(model, state)
@@ -520,10 +515,3 @@ def _pattern_config(pattern: Pattern) -> Any:
         return pattern.pattern
     return [p.pattern if hasattr(p, "pattern") else p for p in pattern]
 
-
-class _null_scope:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None

@@ -20,7 +20,7 @@ kernel, where the rows are the *reduction* (input) axes of the layer:
 
 * ``Dense`` kernel ``(in, out)``: used as is.
 * ``EinsumDense`` kernel: the axes that are summed over in the layer's equation
-  (kernel letters found in the input but not the output) are moved first and
+  (kernel letters absent from the output: `keras_bertopt.kernels`) are moved first and
   flattened into rows, the remaining axes into columns. For keras-hub BERT the
   query/key/value kernels ``(hidden, heads, head_dim)`` become
   ``(hidden, heads * head_dim)`` and the attention-output kernel
@@ -40,6 +40,9 @@ import dataclasses
 from typing import Sequence
 
 import numpy as np
+
+# The one rule for EinsumDense input axes, kept here under the name this module had.
+from keras_bertopt.kernels import einsum_reduce_axes as einsum_reduction_axes  # noqa: F401
 
 
 def num_pruned(size: int, sparsity: float) -> int:
@@ -113,22 +116,6 @@ def kernel_view(shape: Sequence[int], reduction_axes: Sequence[int] | None = Non
     rows = int(np.prod([shape[a] for a in reduction_axes])) if reduction_axes else 1
     cols = int(np.prod([shape[a] for a in others])) if others else 1
     return KernelView(shape, reduction_axes + others, rows, cols)
-
-
-def einsum_reduction_axes(equation: str) -> tuple[int, ...] | None:
-    """Kernel axes summed over in an EinsumDense `equation` such as ``"abc,cde->abde"``.
-
-    Returns None when the equation has no two-operand ``in,kernel->out`` form.
-    """
-    try:
-        lhs, out = equation.replace(" ", "").split("->")
-        inp, ker = lhs.split(",")
-    except ValueError:
-        return None
-    if "." in ker:
-        return None
-    axes = tuple(i for i, c in enumerate(ker) if c in inp and c not in out)
-    return axes or None
 
 
 def check_block_shape(view: KernelView, block_shape: tuple[int, int], name: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import keras
 from keras import ops
 
+from keras_bertopt import _compat
 from keras_bertopt.quantization import quantizers
 
 _PATCH_ATTR = "_keras_bertopt_quantizer"
@@ -166,9 +167,7 @@ def _embedding_call(
     outputs = ops.cast(ops.take(table, inputs, axis=0), layer.compute_dtype)
     mask = layer.compute_mask(inputs)
     if mask is not None:
-        from keras.src.backend import set_keras_mask  # what keras's own Embedding uses
-
-        set_keras_mask(outputs, mask)
+        _compat.set_keras_mask(outputs, mask)  # what keras's own Embedding does
     return outputs
 
 

@@ -18,38 +18,17 @@
 
 from __future__ import annotations
 
-import string
 from typing import Any, Sequence
 
 import keras
 from keras import ops
 
+from keras_bertopt.kernels import einsum_reduce_axes  # noqa: F401  (the one rule, re-exported)
+
 #: Largest magnitude of a symmetric narrow-range int8 value.
 QMAX = 127.0
 #: Smallest scale, so an all-zero (pruned) channel does not divide by zero.
 EPSILON = 1e-12
-
-
-def einsum_reduce_axes(equation: str) -> tuple[int, ...]:
-    """Kernel axes contracted by an EinsumDense `equation` (its input axes).
-
-    The remaining kernel axes are the output channels. ``"abc,cde->abde"``
-    (query/key/value) -> ``(0,)``; ``"abcd,cde->abe"`` (attention output) ->
-    ``(0, 1)``.
-
-    Raises:
-        ValueError: when `equation` is not of the form ``"in,kernel->out"``.
-    """
-    if not isinstance(equation, str) or "->" not in equation or "," not in equation:
-        raise ValueError(f"`equation` must look like 'ab,bc->ac', got {equation!r}")
-    lhs, out = equation.replace(" ", "").split("->")
-    _, kernel = lhs.split(",")
-    if "." in kernel or not set(kernel) <= set(string.ascii_letters):
-        raise ValueError(f"`equation` {equation!r}: ellipsis kernels are not supported")
-    axes = tuple(i for i, letter in enumerate(kernel) if letter not in out)
-    if not axes:
-        raise ValueError(f"`equation` {equation!r} contracts no kernel axis")
-    return axes
 
 
 def weight_scale(kernel: Any, reduce_axes: Sequence[int] | None) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 import keras
 import keras_hub
 
+from keras_bertopt import _compat
 from keras_bertopt.quantization.config import QuantizationConfig, resolve_config
 from keras_bertopt.quantization.layers import (
     LayerQuantizer,
@@ -32,7 +33,7 @@ def _candidate_layers(model: Any) -> list[Any]:
     """Built Dense / EinsumDense layers of `model`, in model order, without duplicates."""
     seen: set[int] = set()
     layers = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in _compat.flatten_layers(model):
         if is_supported_layer(layer) and layer.built and id(layer) not in seen:
             seen.add(id(layer))
             layers.append(layer)
@@ -59,7 +60,7 @@ def _select_embeddings(model: Any, config: QuantizationConfig) -> list[Any]:
         return []
     seen: set[int] = set()
     layers = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in _compat.flatten_layers(model):
         if is_embedding_layer(layer) and layer.built and id(layer) not in seen:
             seen.add(id(layer))
             layers.append(layer)
@@ -128,7 +129,7 @@ class QuantizeAwareTextClassifier(keras_hub.models.TextClassifier):
             quantizers.append(quantizer)
 
         if config.quantize_attention_probs:
-            for layer in task._flatten_layers(include_self=False, recursive=True):
+            for layer in _compat.flatten_layers(task):
                 if isinstance(layer, keras.layers.Softmax) and not is_patched(layer):
                     attach_softmax(layer)
 
@@ -270,7 +271,7 @@ def is_quantize_aware(model: Any) -> bool:
     if not isinstance(model, keras.layers.Layer):
         return False
     return any(
-        is_patched(layer) for layer in model._flatten_layers(include_self=True, recursive=True)
+        is_patched(layer) for layer in _compat.flatten_layers(model, include_self=True)
     )
 
 
@@ -284,6 +285,6 @@ def quantized_layers(model: Any) -> list[Any]:
         raise ValueError(f"`model` must be a Keras model, got {type(model).__name__}")
     return [
         layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
+        for layer in _compat.flatten_layers(model, include_self=True)
         if quantizer_of(layer) is not None and not quantizer_of(layer).weights_only
     ]

@@ -15,6 +15,7 @@ import os
 from typing import Any, Literal, Union
 
 from keras_bertopt.export.modes import QuantizationMode
+from keras_bertopt.selection import TRANSFORMER_KERNELS
 
 PatternList = Union[str, list[str], None]
 
@@ -145,7 +146,7 @@ class PruneConfig:
     n: int = 2
     m: int = 4
     scope: Literal["per_variable", "global"] = "per_variable"
-    include: PatternList = r"transformer_layer_\d+/.*kernel$"
+    include: PatternList = TRANSFORMER_KERNELS
     exclude: PatternList = None
     epochs: int = 1
     steps_per_epoch: int | None = None

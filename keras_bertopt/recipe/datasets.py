@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from keras_bertopt.recipe.config import RecipeConfig
+from keras_bertopt.texts import as_strings
 
 #: Splits that can serve as held-out data, in order of preference.
 HELD_OUT = ("validation", "test")
@@ -54,10 +55,10 @@ class RecipeData:
         labels: list[int] = []
         for features, label in ds.as_numpy_iterator():
             if isinstance(features, tuple):
-                first += [t.decode("utf-8") for t in features[0]]
-                second += [t.decode("utf-8") for t in features[1]]
+                first += as_strings(features[0], "data")
+                second += as_strings(features[1], "data")
             else:
-                first += [t.decode("utf-8") for t in features]
+                first += as_strings(features, "data")
             labels += [int(v) for v in label]
         if not labels:
             raise ValueError(f"config key 'data.name': {d.name!r} split {split!r} is empty")

@@ -26,13 +26,10 @@ def export_jobs(recipe: Recipe) -> list[tuple[str, str]]:
     return jobs
 
 
-def _fmt(value: Any, spec: str = ".4f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def run(recipe: Recipe) -> dict[str, Any]:
     """Export, check each file against its Keras model, log one line per file."""
     from keras_bertopt import export
+    from keras_bertopt.report import format_number
 
     texts, _ = recipe.data.eval_examples(recipe.data.held_out_split() or "train")
     sample = texts[:64] if isinstance(texts, list) else None
@@ -58,7 +55,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
         recipe.log(
             f"[keras-bertopt]   export {name}: {report.size_bytes / 1e6:.3f} MB, "
             f"{report.int8_ops} int8 / {report.hybrid_ops} hybrid / {report.float_ops} float "
-            f"ops, label agreement {_fmt(report.label_agreement)}, max |logit diff| "
-            f"{_fmt(report.max_abs_logit_diff, '.3g')}, {report.seconds:.1f} s"
+            f"ops, label agreement {format_number(report.label_agreement)}, max |logit diff| "
+            f"{format_number(report.max_abs_logit_diff, '.3g')}, {report.seconds:.1f} s"
         )
     return {"files": exports}
