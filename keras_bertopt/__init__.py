@@ -21,6 +21,8 @@ _SUBMODULES = (
     "distribute",
     "export",
     "files",
+    "kernels",
+    "lengths",
     "metrics",
     "models",
     "optimizers",
