@@ -49,6 +49,7 @@ def test_float_export_matches_keras(float_file):
         assert f.read(8)[4:] == b"TFL3"
     assert report.quantization == "none" and not report.quantize_aware
     assert report.sequence_length == SEQ and report.batch_size == 1
+    assert report.layout == "buckets" and report.length_buckets == [16, 32]  # the default
     assert report.size_bytes == os.path.getsize(path)
     assert 0 < report.gzip_bytes < report.size_bytes
     assert report.num_samples == 64 and report.sample_source == "sample_data"
@@ -257,7 +258,7 @@ def test_failed_conversion_leaves_no_file(tiny_classifier, tmp_path, monkeypatch
             raise RuntimeError("converter crashed")
 
     monkeypatch.setattr(tf.lite.TFLiteConverter, "from_saved_model",
-                        classmethod(lambda cls, folder: Broken()))
+                        classmethod(lambda cls, folder, **kwargs: Broken()))
     with pytest.raises(RuntimeError, match="converter crashed"):
         to_tflite(tiny_classifier, tmp_path / "model.tflite")
     assert os.listdir(tmp_path) == []
@@ -311,9 +312,9 @@ def test_classifier_rejects_bad_files(trained, float_file, tmp_path):
     unsigned.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([concrete]).convert())
     with pytest.raises(ValueError, match=r"unsigned\.tflite.*has no signature"):
         TFLiteClassifier(unsigned, model.preprocessor)
-    short = build_classifier(TinyConfig(), 2, sequence_length=16).preprocessor
-    with pytest.raises(ValueError, match=r"model\.tflite.*length 32.*packs to 16"):
-        TFLiteClassifier(float_file[0], short)
+    long = build_classifier(TinyConfig(), 2, sequence_length=64).preprocessor
+    with pytest.raises(ValueError, match=r"model\.tflite.*buckets \[16, 32\].*packs to 64"):
+        TFLiteClassifier(float_file[0], long)
     with pytest.raises(ValueError, match="`preprocessor`"):
         TFLiteClassifier(float_file[0], None)
 
