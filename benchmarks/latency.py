@@ -8,9 +8,9 @@ PATH.keras``), measured in one run on this machine:
   batch 32, length 64, `create_optimizer(2e-5)`; default 100);
 * each as a fixed-128 file (``length_buckets=None``: every sentence padded to
   128) and as `to_tflite`'s default real-length file (length buckets 16/32/64/128:
-  each sentence runs in the shortest bucket that holds it); float32 and
-  dynamic-range also with one dynamic-length signature (``dynamic_length=True``),
-  the alternative the default was chosen against;
+  each sentence runs in the shortest bucket that holds it); float32 also with one
+  dynamic-length signature (``dynamic_length=True``), the alternative the default
+  was chosen against;
 * per file: the 872 dev sentences in dataset order, batch 1, one interpreter
   thread, each call timed through `TFLiteClassifier.predict_logits` (bucket
   choice and trimming included): median, p90 and mean ms; dev accuracy; label
@@ -19,7 +19,7 @@ PATH.keras``), measured in one run on this machine:
 * MediaPipe: a float32 file with metadata (`metadata=True`), MediaPipe's
   `TextClassifier` on every dev sentence vs `TFLiteClassifier` (label agreement).
 
-Default run: about 25-30 minutes on the shared 2-core machine (QAT ~10 of them).
+Default run: about 20-25 minutes on the shared 2-core machine (QAT 5-10 of them).
 ``--quick``: 5 QAT steps, 100 dev sentences (development only, not a result).
 
     nohup flock /tmp/kbo_bench.lock python benchmarks/latency.py \
@@ -165,8 +165,7 @@ def main(argv: list[str] | None = None) -> str:
     rows: dict = {}
     for name, (source, quantization, kwargs) in sources.items():
         for layout, length_kwargs in LAYOUTS.items():
-            if layout == "dynamic_length" and (args.no_dynamic_length
-                                               or name not in ("float32", "dynamic")):
+            if layout == "dynamic_length" and (args.no_dynamic_length or name != "float32"):
                 continue
             key = f"{name}/{layout}"
             path = os.path.join(folder, f"{name}_{layout}.tflite")
