@@ -5,7 +5,7 @@ PATH.keras``), measured in one run on this machine:
 
 * files: float32, dynamic-range, post-training int8 (256 SST-2 train sentences
   of calibration) and QAT int8 (`quantize_aware` + ``--qat-steps`` AdamW steps,
-  batch 32, length 64, `create_optimizer(2e-5)`; default 100);
+  batch 32, length 64, `create_optimizer(2e-5)`; default 50);
 * each as a fixed-128 file (``length_buckets=None``: every sentence padded to
   128) and as `to_tflite`'s default real-length file (length buckets 16/32/64/128:
   each sentence runs in the shortest bucket that holds it); float32 also with one
@@ -19,7 +19,7 @@ PATH.keras``), measured in one run on this machine:
 * MediaPipe: a float32 file with metadata (`metadata=True`), MediaPipe's
   `TextClassifier` on every dev sentence vs `TFLiteClassifier` (label agreement).
 
-Default run: about 20-25 minutes on the shared 2-core machine (QAT 5-10 of them).
+Default run: about 15-20 minutes on the shared 2-core machine (QAT ~3 of them).
 ``--quick``: 5 QAT steps, 100 dev sentences (development only, not a result).
 
     nohup flock /tmp/kbo_bench.lock python benchmarks/latency.py \
@@ -117,14 +117,14 @@ def qat_model(model, steps: int) -> tuple:
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="a fine-tuned .keras classifier")
-    parser.add_argument("--qat-steps", type=int, default=None, help="QAT steps (100)")
+    parser.add_argument("--qat-steps", type=int, default=None, help="QAT steps (50)")
     parser.add_argument("--quick", action="store_true", help="development run (not a result)")
     parser.add_argument("--no-dynamic-length", action="store_true",
                         help="skip the dynamic-length files")
     parser.add_argument("--no-mediapipe", action="store_true",
                         help="skip MediaPipe's TextClassifier on a metadata file")
     args = parser.parse_args(argv)
-    qat_steps = args.qat_steps if args.qat_steps is not None else (5 if args.quick else 100)
+    qat_steps = args.qat_steps if args.qat_steps is not None else (5 if args.quick else 50)
     if qat_steps < 0:
         raise ValueError(f"`--qat-steps` must be >= 0, got {qat_steps}")
     import numpy as np
