@@ -120,7 +120,7 @@ def test_demo_runs_every_stage_and_reports(demo_run, capsys):
     for entry in names.values():  # MediaPipe metadata is on by default (mediapipe installed)
         exported = entry["export_report"]
         assert exported["metadata"] and exported["labels"] == ["0", "1"], entry["name"]
-        assert exported["mediapipe_agreement"] == 1.0 and exported["mediapipe_samples"] == 64
+        assert exported["mediapipe_agreement"] == 1.0 and exported["mediapipe_samples"] == 32
     assert names["prune_float32"]["agreement_with_keras"]["validation"] >= 0.99
     assert names["prune_float32"]["max_abs_logit_diff"] < 1e-3
     assert names["qat_int8"]["agreement_with_keras"]["validation"] >= 0.95
