@@ -28,6 +28,8 @@ setup(
     ],
     extras_require={
         "tfmot": ["tensorflow-model-optimization", "tf-keras"],
+        # to_tflite(metadata=True): MediaPipe's metadata writer and TextClassifier.
+        "mediapipe": ["mediapipe"],
         "test": ["pytest", "pytest-xdist", "ruff"],
     },
     entry_points={"console_scripts": ["keras-bertopt=keras_bertopt.cli:main"]},

@@ -4,6 +4,7 @@
 keras-bertopt demo [--output DIR]                  # whole recipe, tiny model, offline, < 3 min
 keras-bertopt run CONFIG.yaml [--output DIR] [--set finetune.epochs=1 ...]
 keras-bertopt export MODEL.keras --output X.tflite --quantization int8 [--data demo]
+    [--metadata --labels negative,positive | --no-metadata]
 keras-bertopt evaluate FILE.tflite|FILE.keras --data dev.tsv [--preprocessor MODEL.keras]
 ```
 
@@ -136,26 +137,49 @@ def cmd_export(args: argparse.Namespace) -> int:
     model = _load_keras(args.model)
     from keras_bertopt import data, export, quantization
 
-    representative = None
-    if args.quantization == "int8" and not quantization.is_quantize_aware(model):
-        if args.data is None:
-            raise UsageError(
-                "--quantization int8 of a float model needs --data (representative examples "
-                "for calibration: 'demo' or a TSV/CSV/JSONL file)"
-            )
-        texts, labels = _read_data(args.data, args)
-        representative = data.from_examples(texts, labels, 32).map(lambda x, y: x).take(
-            args.representative_batches
+    representative, sample = None, None
+    qat = quantization.is_quantize_aware(model)
+    if args.quantization == "int8" and not qat and args.data is None:
+        raise UsageError(
+            "--quantization int8 of a float model needs --data (representative examples "
+            "for calibration: 'demo' or a TSV/CSV/JSONL file)"
         )
+    if args.data is not None:
+        texts, labels = _read_data(args.data, args)
+        sample = list(texts[:64]) if isinstance(texts, list) else None
+        if args.quantization == "int8" and not qat:
+            representative = data.from_examples(texts, labels, 32).map(lambda x, y: x).take(
+                args.representative_batches
+            )
     sequence_length = args.sequence_length or _model_sequence_length(model)
     start = time.perf_counter()
     report = export.to_tflite(model, args.output, quantization=args.quantization,
                               representative_data=representative,
-                              sequence_length=sequence_length)
+                              sequence_length=sequence_length, sample_data=sample,
+                              **_metadata_arguments(args, model))
     _log(f"[keras-bertopt] wrote {args.output} ({os.path.getsize(args.output) / 1e6:.3f} MB) "
          f"in {time.perf_counter() - start:.1f} s")
     _log(str(report))
     return 0
+
+
+def _metadata_arguments(args: argparse.Namespace, model: Any) -> dict[str, Any]:
+    """``metadata``/``labels`` for `to_tflite` from --metadata/--labels (default: when possible)."""
+    import importlib.util
+
+    num_classes = int(getattr(model, "num_classes", 0) or 2)
+    labels = ([x.strip() for x in args.labels.split(",")] if args.labels
+              else [str(i) for i in range(num_classes)])
+    if args.metadata is False:
+        return {}
+    if args.metadata is None:
+        tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
+        if importlib.util.find_spec("mediapipe") is None or not getattr(
+                tokenizer, "lowercase", False):
+            _log("[keras-bertopt] no MediaPipe metadata (mediapipe not installed or a cased "
+                 "tokenizer); pass --metadata to require it")
+            return {}
+    return {"metadata": True, "labels": labels}
 
 
 def _model_sequence_length(model: Any) -> int:
@@ -285,9 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="none (float32), float16, dynamic (dynamic-range int8 weights) or int8 "
                    "(full int8: a QAT model's learned ranges, or calibration on --data)")
     p.add_argument("--sequence-length", type=int, help="default: the model preprocessor's")
-    p.add_argument("--data", help="representative data for int8 of a float model: 'demo', "
-                   "'demo:SPLIT' or a TSV/CSV/JSONL file")
+    p.add_argument("--data", help="representative data for int8 of a float model and sample "
+                   "texts for the checks: 'demo', 'demo:SPLIT' or a TSV/CSV/JSONL file")
     p.add_argument("--representative-batches", type=int, default=8)
+    p.add_argument("--metadata", action=argparse.BooleanOptionalAction, default=None,
+                   help="embed MediaPipe TextClassifier metadata (vocabulary, --labels; the "
+                   "file then has one fixed length); default: on when mediapipe is installed "
+                   "and the tokenizer is uncased. --no-metadata: a real-length file")
+    p.add_argument("--labels", help="comma-separated class names for the metadata (default: "
+                   "0,1,...)")
     _data_args(p)
     p.set_defaults(func=cmd_export)
 

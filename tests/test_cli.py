@@ -117,6 +117,10 @@ def test_demo_runs_every_stage_and_reports(demo_run, capsys):
             assert entry["metrics"][split]["accuracy"] >= 0.85, (entry["name"], split)
             assert entry["metrics"][split]["examples"] == 256
         assert entry["latency_ms"] > 0
+    for entry in names.values():  # MediaPipe metadata is on by default (mediapipe installed)
+        exported = entry["export_report"]
+        assert exported["metadata"] and exported["labels"] == ["0", "1"], entry["name"]
+        assert exported["mediapipe_agreement"] == 1.0 and exported["mediapipe_samples"] == 32
     assert names["prune_float32"]["agreement_with_keras"]["validation"] >= 0.99
     assert names["prune_float32"]["max_abs_logit_diff"] < 1e-3
     assert names["qat_int8"]["agreement_with_keras"]["validation"] >= 0.95
@@ -170,6 +174,17 @@ def test_evaluate_and_export_commands_on_demo_outputs(demo_run, tmp_path, capsys
     assert cli.main(["evaluate", target, "--data", "demo:validation", "--preprocessor",
                      os.path.join(out, "prune", "model.keras")]) == 0
     assert "accuracy 0.9" in capsys.readouterr().out
+    labelled = str(tmp_path / "mediapipe.tflite")
+    assert cli.main(["export", os.path.join(out, "prune", "model.keras"), "--output", labelled,
+                     "--metadata", "--labels", "negative,positive", "--data",
+                     "demo:validation"]) == 0
+    printed = capsys.readouterr().out
+    assert "MediaPipe metadata (labels ['negative', 'positive']): 100.0% label agreement" \
+        in printed and "x length 32, output probabilities" in printed
+    real_length = str(tmp_path / "real_length.tflite")
+    assert cli.main(["export", os.path.join(out, "prune", "model.keras"), "--output",
+                     real_length, "--no-metadata"]) == 0
+    assert "length buckets [16, 32], output logits" in capsys.readouterr().out
     # int8 of a float model needs representative data: refused before any work.
     assert cli.main(["export", os.path.join(out, "prune", "model.keras"), "--output",
                      str(tmp_path / "x.tflite"), "--quantization", "int8"]) == 2

@@ -38,6 +38,17 @@ def float_file(trained, tmp_path_factory):
     return path, report
 
 
+@pytest.fixture(scope="module")
+def fixed_float_report(trained, tmp_path_factory):
+    """A single fixed-length float32 file: the size reference for the quantized fixed files
+    (a tiny model's bucketed file is mostly per-bucket graph, not weights)."""
+    from keras_bertopt.export import to_tflite
+
+    model, texts, _ = trained
+    path = tmp_path_factory.mktemp("fixed") / "model.tflite"
+    return to_tflite(model, path, sample_data=texts, latency_runs=0, length_buckets=None)
+
+
 def _keras_logits(model, texts):
     return np.asarray(model.predict(np.asarray(texts), verbose=0))
 
@@ -49,6 +60,7 @@ def test_float_export_matches_keras(float_file):
         assert f.read(8)[4:] == b"TFL3"
     assert report.quantization == "none" and not report.quantize_aware
     assert report.sequence_length == SEQ and report.batch_size == 1
+    assert report.layout == "buckets" and report.length_buckets == [16, 32]  # the default
     assert report.size_bytes == os.path.getsize(path)
     assert 0 < report.gzip_bytes < report.size_bytes
     assert report.num_samples == 64 and report.sample_source == "sample_data"
@@ -105,19 +117,19 @@ def test_inspect_and_measure_latency(float_file):
 
 
 @pytest.mark.slow
-def test_dynamic_and_float16_exports(trained, float_file, tmp_path):
+def test_dynamic_and_float16_exports(trained, fixed_float_report, tmp_path):
     from keras_bertopt.export import to_tflite
 
     model, texts, _ = trained
-    _, float_report = float_file
+    float_report = fixed_float_report
     dynamic = to_tflite(model, tmp_path / "dynamic.tflite", "dynamic", sample_data=texts,
-                        latency_runs=0)
+                        latency_runs=0, length_buckets=None)
     # The 32x2 logits kernel is below the converter's size threshold and stays float.
     assert dynamic.ops["FULLY_CONNECTED"].get("hybrid", 0) >= 13
     assert dynamic.size_bytes < 0.7 * float_report.size_bytes
     assert dynamic.label_agreement >= 0.95 and dynamic.latency_ms is None
     half = to_tflite(model, tmp_path / "half.tflite", "float16", sample_data=texts,
-                     latency_runs=0)
+                     latency_runs=0, length_buckets=None)
     assert half.op_signatures.get("DEQUANTIZE(FLOAT16)", 0) > 0
     assert half.int8_ops == 0 and half.hybrid_ops == 0
     assert half.size_bytes < 0.8 * float_report.size_bytes
@@ -125,16 +137,16 @@ def test_dynamic_and_float16_exports(trained, float_file, tmp_path):
 
 
 @pytest.mark.slow
-def test_post_training_int8_has_int8_fully_connected(trained, float_file, tmp_path):
+def test_post_training_int8_has_int8_fully_connected(trained, fixed_float_report, tmp_path):
     from keras_bertopt.data import demo_dataset
     from keras_bertopt.export import TFLiteClassifier, to_tflite
 
     model, texts, _ = trained
-    _, float_report = float_file
+    float_report = fixed_float_report
     path = tmp_path / "int8.tflite"
     report = to_tflite(model, path, "int8",
                        representative_data=demo_dataset("train", 16, size=64),
-                       sample_data=texts, num_samples=64, latency_runs=0)
+                       sample_data=texts, num_samples=64, latency_runs=0, length_buckets=None)
     assert not report.quantize_aware
     assert report.ops["FULLY_CONNECTED"] == {"int8": 14}
     assert report.ops["BATCH_MATMUL"] == {"int8": 4}
@@ -257,7 +269,7 @@ def test_failed_conversion_leaves_no_file(tiny_classifier, tmp_path, monkeypatch
             raise RuntimeError("converter crashed")
 
     monkeypatch.setattr(tf.lite.TFLiteConverter, "from_saved_model",
-                        classmethod(lambda cls, folder: Broken()))
+                        classmethod(lambda cls, folder, **kwargs: Broken()))
     with pytest.raises(RuntimeError, match="converter crashed"):
         to_tflite(tiny_classifier, tmp_path / "model.tflite")
     assert os.listdir(tmp_path) == []
@@ -311,9 +323,9 @@ def test_classifier_rejects_bad_files(trained, float_file, tmp_path):
     unsigned.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([concrete]).convert())
     with pytest.raises(ValueError, match=r"unsigned\.tflite.*has no signature"):
         TFLiteClassifier(unsigned, model.preprocessor)
-    short = build_classifier(TinyConfig(), 2, sequence_length=16).preprocessor
-    with pytest.raises(ValueError, match=r"model\.tflite.*length 32.*packs to 16"):
-        TFLiteClassifier(float_file[0], short)
+    long = build_classifier(TinyConfig(), 2, sequence_length=64).preprocessor
+    with pytest.raises(ValueError, match=r"model\.tflite.*buckets \[16, 32\].*packs to 64"):
+        TFLiteClassifier(float_file[0], long)
     with pytest.raises(ValueError, match="`preprocessor`"):
         TFLiteClassifier(float_file[0], None)
 

@@ -29,9 +29,15 @@ class ExportReport:
 
     File facts (always filled):
         path, quantization ("none" | "float16" | "dynamic" | "int8"),
-        quantize_aware (the model was a QAT model), sequence_length, batch_size
-        (1, or None for a dynamic batch), size_bytes, gzip_bytes (gzip -9 of the
-        file), seconds (wall time of the export).
+        quantize_aware (the model was a QAT model), sequence_length (the
+        longest input the file is for), layout ("dynamic": the file runs at
+        each input's own length; "fixed": every input padded to
+        sequence_length; "buckets": one signature per length in
+        length_buckets), batch_size (1, or None for a dynamic batch),
+        size_bytes, gzip_bytes (gzip -9 of the file), seconds (wall time).
+        output: "logits", or "probabilities" (softmax in the file: with
+        metadata). metadata: MediaPipe TextClassifier metadata embedded, with
+        `labels` as the class names.
         ops: per TFLite op type, how many ops run in each numeric kind:
             ``{"FULLY_CONNECTED": {"int8": 14, "hybrid": 0, "float": 0, ...}}``;
             "int8" = integer activations (full integer kernel), "hybrid" = float
@@ -55,7 +61,11 @@ class ExportReport:
         "random"), max_abs_logit_diff / mean_abs_logit_diff and label_agreement
         of the TFLite logits vs the Keras model on the same int32 inputs,
         latency_ms (median of `latency_runs` batch-1 invocations of the file,
-        after warm-up), num_threads.
+        after warm-up, one example at its full width), num_threads;
+        mediapipe_agreement: share of `mediapipe_samples` raw sample texts
+        on which MediaPipe's TextClassifier gives TFLiteClassifier's label
+        (metadata files with text samples only). With an output of
+        "probabilities" the *_logit_diff fields compare probabilities.
     """
 
     path: str
@@ -74,6 +84,13 @@ class ExportReport:
     all_weight_sparsity: float
     weight_params: int
     fake_quant_ops: int = 0
+    layout: str = "fixed"
+    length_buckets: list[int] | None = None
+    output: str = "logits"
+    metadata: bool = False
+    labels: list[str] | None = None
+    mediapipe_samples: int = 0
+    mediapipe_agreement: float | None = None
     weights: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     num_samples: int = 0
     sample_source: str | None = None
@@ -89,19 +106,14 @@ class ExportReport:
         """A JSON-serialisable dict of every field."""
         return _plain(dataclasses.asdict(self))
 
-    def quantized_fraction(self, op: str = "FULLY_CONNECTED") -> float:
-        """Fraction of `op` ops that run with int8 activations (0.0 if there are none)."""
-        kinds = self.ops.get(op, {})
-        total = sum(kinds.values())
-        return kinds.get("int8", 0) / total if total else 0.0
-
     def __str__(self) -> str:
         kb = self.size_bytes / 1024
         lines = [
             f"TFLite export {self.path} ({self.quantization}"
             f"{', QAT' if self.quantize_aware else ''}): {kb:.1f} KiB, "
             f"gzip {self.gzip_bytes / 1024:.1f} KiB, batch "
-            f"{self.batch_size if self.batch_size else 'dynamic'} x length {self.sequence_length}",
+            f"{self.batch_size if self.batch_size else 'dynamic'} x length "
+            f"{_length_text(self)}, output {self.output}",
             f"  ops: {self.int8_ops} int8, {self.hybrid_ops} hybrid (int8 weights), "
             f"{self.float_ops} float",
         ]
@@ -122,4 +134,17 @@ class ExportReport:
             lines.append(
                 f"  latency batch 1: {self.latency_ms:.2f} ms (median of {self.latency_runs})"
             )
+        if self.metadata:
+            agreement = ("not checked (no raw sample texts)" if self.mediapipe_agreement is None
+                         else f"{self.mediapipe_agreement:.1%} label agreement with "
+                         f"TFLiteClassifier on {self.mediapipe_samples} texts")
+            lines.append(f"  MediaPipe metadata (labels {self.labels}): {agreement}")
         return "\n".join(lines)
+
+
+def _length_text(report: ExportReport) -> str:
+    if report.layout == "dynamic":
+        return f"dynamic (up to {report.sequence_length})"
+    if report.layout == "buckets":
+        return f"buckets {report.length_buckets}"
+    return str(report.sequence_length)

@@ -187,6 +187,13 @@ class ExportConfig:
     QAT model (``int8`` uses its learned ranges). `baseline_quantization`: modes
     for the dense fine-tuned model when a prune stage ran (e.g. ``[none]``: the
     dense float32 file every other size is compared with). ``none`` is float32.
+
+    `metadata`: embed MediaPipe TextClassifier metadata (vocabulary and
+    `labels`) so the files run in MediaPipe Tasks on raw text; null (default):
+    on when `mediapipe` is installed and the tokenizer is uncased. Metadata
+    files have one fixed length (MediaPipe runs a single-signature file);
+    ``false`` gives real-length files (length buckets 16/32/64/length).
+    `labels`: class names (default: the class indices "0", "1", ...).
     """
 
     enabled: bool = True
@@ -200,6 +207,8 @@ class ExportConfig:
         default_factory=list
     )
     representative_batches: int = 4
+    metadata: bool | None = None
+    labels: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass

@@ -26,6 +26,24 @@ def export_jobs(recipe: Recipe) -> list[tuple[str, str]]:
     return jobs
 
 
+def metadata_arguments(recipe: Recipe, model: Any) -> dict[str, Any]:
+    """``metadata``/``labels`` for `to_tflite`: `export.metadata` (null: on when possible)."""
+    ex = recipe.config.export
+    labels = list(ex.labels) or [str(i) for i in range(recipe.config.model.num_classes)]
+    if ex.metadata is False:
+        return {}
+    if ex.metadata is None:
+        import importlib.util
+
+        tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
+        if importlib.util.find_spec("mediapipe") is None or not getattr(
+                tokenizer, "lowercase", False):
+            recipe.log("[keras-bertopt]   export: no MediaPipe metadata (mediapipe not "
+                       "installed or a cased tokenizer); set export.metadata to require it")
+            return {}
+    return {"metadata": True, "labels": labels}
+
+
 def run(recipe: Recipe) -> dict[str, Any]:
     """Export, check each file against its Keras model, log one line per file."""
     from keras_bertopt import export
@@ -37,13 +55,15 @@ def run(recipe: Recipe) -> dict[str, Any]:
     for stage, mode in export_jobs(recipe):
         name = f"{stage}_{'float32' if mode == 'none' else mode}.tflite"
         path = recipe.path("export", name)
+        model = recipe.load_model(stage)
         report = export.to_tflite(
-            recipe.load_model(stage),
+            model,
             path,
             quantization=mode,
             representative_data=recipe.data.representative_data() if mode == "int8" else None,
             sequence_length=recipe.config.model.sequence_length,
             sample_data=sample,
+            **metadata_arguments(recipe, model),
         )
         exports.append({
             "name": name[: -len(".tflite")], "stage": stage, "quantization": mode,
@@ -57,5 +77,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
             f"{report.int8_ops} int8 / {report.hybrid_ops} hybrid / {report.float_ops} float "
             f"ops, label agreement {format_number(report.label_agreement)}, max |logit diff| "
             f"{format_number(report.max_abs_logit_diff, '.3g')}, {report.seconds:.1f} s"
+            + (f", MediaPipe label agreement {format_number(report.mediapipe_agreement)}"
+               if report.metadata else "")
         )
     return {"files": exports}

@@ -192,6 +192,16 @@ def _check_export(config: RecipeConfig) -> None:
         require(len(set(modes)) == len(modes), f"export.{key}", "no repeated modes", modes)
     require(ex.representative_batches >= 1, "export.representative_batches",
             "an integer >= 1", ex.representative_batches)
+    num_classes = config.model.num_classes
+    require(not ex.labels or (len(ex.labels) == num_classes and len(set(ex.labels)) ==
+                              num_classes and all(str(x).strip() for x in ex.labels)),
+            "export.labels", f"[] or {num_classes} distinct non-empty names", ex.labels)
+    if ex.metadata:
+        import importlib.util
+
+        require(importlib.util.find_spec("mediapipe") is not None, "export.metadata",
+                "null or false when mediapipe is not installed (pip install mediapipe)",
+                ex.metadata)
 
 
 def _check_evaluate(config: RecipeConfig) -> None:

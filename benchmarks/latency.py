@@ -1,0 +1,242 @@
+"""Latency the way users meet it: SST-2 dev sentences one at a time, at their own lengths.
+
+For one fine-tuned MiniLM-L6 (`common.finetuned_minilm()`, or ``--model
+PATH.keras``), measured in one run on this machine:
+
+* files: float32, dynamic-range, post-training int8 (256 SST-2 train sentences
+  of calibration) and QAT int8 (`quantize_aware` + ``--qat-steps`` AdamW steps,
+  batch 32, length 64, `create_optimizer(2e-5)`; default 50);
+* each as a fixed-128 file (``length_buckets=None``: every sentence padded to
+  128) and as `to_tflite`'s default real-length file (length buckets 16/32/64/128:
+  each sentence runs in the shortest bucket that holds it); float32 also with one
+  dynamic-length signature (``dynamic_length=True``), the alternative the default
+  was chosen against;
+* per file: the 872 dev sentences in dataset order, batch 1, one interpreter
+  thread, each call timed through `TFLiteClassifier.predict_logits` (bucket
+  choice and trimming included): median, p90 and mean ms; dev accuracy; label
+  agreement with the same mode's fixed-128 file; size;
+* ratios against float32 fixed-128 (latency) and accuracy deltas against it;
+* MediaPipe: a float32 file with metadata (`metadata=True`), MediaPipe's
+  `TextClassifier` on every dev sentence vs `TFLiteClassifier` (label agreement).
+
+Default run: about 15-20 minutes on the shared 2-core machine (QAT ~3 of them).
+``--quick``: 5 QAT steps, 100 dev sentences (development only, not a result).
+
+    nohup flock /tmp/kbo_bench.lock python benchmarks/latency.py \
+        > /tmp/kbo_latency.log 2>&1 &
+    python benchmarks/latency.py --model my_finetune.keras --qat-steps 300
+
+Writes benchmarks/results/latency.json (``latency_quick.json`` with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import (  # noqa: E402
+    CACHE_DIR,
+    evaluate_accuracy,
+    finetuned_minilm,
+    sst2_dataset,
+    sst2_examples,
+    write_result,
+)
+
+SEQUENCE_LENGTH = 128
+TRAIN_SEQUENCE_LENGTH = 64
+CALIBRATION_SAMPLES = 256
+NUM_THREADS = 1
+#: The file layouts compared: name -> `to_tflite` length arguments.
+LAYOUTS = {
+    "fixed128": {"length_buckets": None},
+    "real_length": {},  # to_tflite's default: length buckets 16/32/64/128
+    "dynamic_length": {"length_buckets": None, "dynamic_length": True},
+}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def load_model(path: str | None):
+    """The fine-tuned float model: `--model` or the cached 200-step fine-tune."""
+    import keras
+
+    if path is None:
+        return finetuned_minilm(200, TRAIN_SEQUENCE_LENGTH, 32)
+    if not os.path.isfile(path) or not path.endswith(".keras"):
+        raise ValueError(f"`--model` must be an existing .keras file, got {path!r}")
+    model = keras.saving.load_model(path)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["sparse_categorical_accuracy"])
+    return model
+
+
+def time_sentences(runner, arrays) -> tuple[list[float], list[int]]:
+    """Per-sentence ms and labels: one batch-1 `predict_logits` call per sentence, in order."""
+    import numpy as np
+
+    n = len(arrays["token_ids"])
+    rows = [{k: v[i:i + 1] for k, v in arrays.items()} for i in range(n)]
+    for row in rows[:5]:  # warm-up: every bucket's plan gets allocated once
+        runner.predict_logits(row)
+    times, labels = [], []
+    for row in rows:
+        start = time.perf_counter()
+        logits = runner.predict_logits(row)
+        times.append((time.perf_counter() - start) * 1000.0)
+        labels.append(int(np.argmax(logits[0])))
+    return times, labels
+
+
+def summary(times: list[float]) -> dict:
+    ordered = sorted(times)
+    return {
+        "median_ms": round(statistics.median(ordered), 3),
+        "p90_ms": round(ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))], 3),
+        "mean_ms": round(statistics.fmean(ordered), 3),
+    }
+
+
+def qat_model(model, steps: int) -> tuple:
+    from quantization import fine_tune
+
+    from keras_bertopt.quantization import QuantizationConfig, quantize_aware
+
+    qat = quantize_aware(model, QuantizationConfig(quantize_embeddings=True))
+    return qat, fine_tune(qat, steps, seed=1)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="a fine-tuned .keras classifier")
+    parser.add_argument("--qat-steps", type=int, default=None, help="QAT steps (50)")
+    parser.add_argument("--quick", action="store_true", help="development run (not a result)")
+    parser.add_argument("--no-dynamic-length", action="store_true",
+                        help="skip the dynamic-length files")
+    parser.add_argument("--no-mediapipe", action="store_true",
+                        help="skip MediaPipe's TextClassifier on a metadata file")
+    args = parser.parse_args(argv)
+    qat_steps = args.qat_steps if args.qat_steps is not None else (5 if args.quick else 50)
+    if qat_steps < 0:
+        raise ValueError(f"`--qat-steps` must be >= 0, got {qat_steps}")
+    import numpy as np
+
+    from keras_bertopt.export import TFLiteClassifier, preprocess_texts, to_tflite
+
+    wall = time.perf_counter()
+    limit = 100 if args.quick else None
+    texts, truth = sst2_examples("dev", limit=limit)
+    truth = np.asarray(truth)
+    calibration, _ = sst2_examples("train", limit=CALIBRATION_SAMPLES)
+    model = load_model(args.model)
+    model.preprocessor.sequence_length = SEQUENCE_LENGTH
+    preprocessor = model.preprocessor
+    arrays = preprocess_texts(preprocessor, texts)
+    lengths = arrays["padding_mask"].sum(-1)
+    keras_accuracy = evaluate_accuracy(model, sst2_dataset("dev", 64, limit=limit))
+    log(f"float Keras dev accuracy {keras_accuracy:.4f}; token lengths median "
+        f"{np.median(lengths):.0f}, p90 {np.percentile(lengths, 90):.0f}")
+    sources = {"float32": (model, "none", {}), "dynamic": (model, "dynamic", {}),
+               "ptq_int8": (model, "int8", {"representative_data": calibration,
+                                            "calibration_samples": CALIBRATION_SAMPLES})}
+    result: dict = {"quick": args.quick, "model": args.model or "common.finetuned_minilm()",
+                    "keras_float_accuracy": keras_accuracy,
+                    "budget": {"qat_steps": qat_steps, "dev_sentences": len(texts),
+                               "calibration_samples": CALIBRATION_SAMPLES,
+                               "sequence_length": SEQUENCE_LENGTH, "num_threads": NUM_THREADS,
+                               "batch_size": 1},
+                    "dev_token_lengths": {"median": float(np.median(lengths)),
+                                          "p90": float(np.percentile(lengths, 90)),
+                                          "max": int(lengths.max())}}
+    if qat_steps:
+        log(f"QAT: quantize_aware + {qat_steps} steps")
+        qat, result["qat_training"] = qat_model(model, qat_steps)
+        qat.preprocessor.sequence_length = SEQUENCE_LENGTH
+        sources["qat_int8"] = (qat, "int8", {})
+    folder = tempfile.mkdtemp(prefix="latency_bench_", dir=_cache_dir())
+    rows: dict = {}
+    for name, (source, quantization, kwargs) in sources.items():
+        for layout, length_kwargs in LAYOUTS.items():
+            if layout == "dynamic_length" and (args.no_dynamic_length or name != "float32"):
+                continue
+            key = f"{name}/{layout}"
+            path = os.path.join(folder, f"{name}_{layout}.tflite")
+            start = time.perf_counter()
+            report = to_tflite(source, path, quantization, sequence_length=SEQUENCE_LENGTH,
+                               verify=False, **length_kwargs, **kwargs)
+            seconds = time.perf_counter() - start
+            runner = TFLiteClassifier(path, preprocessor, num_threads=NUM_THREADS)
+            times, labels = time_sentences(runner, arrays)
+            rows[key] = {**summary(times), "accuracy": float(np.mean(np.asarray(labels) == truth)),
+                         "labels": labels, "size_bytes": report.size_bytes,
+                         "layout": report.layout, "export_seconds": round(seconds, 1)}
+            log(f"{key}: median {rows[key]['median_ms']:.2f} ms, p90 {rows[key]['p90_ms']:.2f}, "
+                f"accuracy {rows[key]['accuracy']:.4f}, {report.size_bytes / 1e6:.2f} MB")
+            os.remove(path)
+    if not args.no_mediapipe:
+        result["mediapipe"] = mediapipe_check(model, folder, texts)
+    result["files"] = _compare(rows)
+    result["seconds"] = round(time.perf_counter() - wall, 1)
+    _print_table(result["files"])
+    return write_result("latency_quick" if args.quick else "latency", result)
+
+
+def mediapipe_check(model, folder: str, texts: list) -> dict:
+    """MediaPipe's TextClassifier vs TFLiteClassifier on every dev sentence (float32 + metadata)."""
+    from keras_bertopt.export import to_tflite
+
+    path = os.path.join(folder, "float32_mediapipe.tflite")
+    report = to_tflite(model, path, metadata=True, labels=["negative", "positive"],
+                       sequence_length=SEQUENCE_LENGTH, sample_data=texts,
+                       num_samples=len(texts), latency_runs=0)
+    os.remove(path)
+    log(f"MediaPipe TextClassifier: {report.mediapipe_agreement:.4f} label agreement with "
+        f"TFLiteClassifier on {report.mediapipe_samples} dev sentences")
+    return {"label_agreement_with_tflite_classifier": report.mediapipe_agreement,
+            "sentences": report.mediapipe_samples, "layout": report.layout,
+            "keras_label_agreement": report.label_agreement}
+
+
+def _compare(rows: dict) -> dict:
+    """Ratios against float32 fixed-128, label agreement with the same mode's fixed-128 file."""
+    import numpy as np
+
+    base = rows["float32/fixed128"]
+    out = {}
+    for key, row in rows.items():
+        twin = rows[f"{key.split('/')[0]}/fixed128"]
+        row = dict(row)
+        labels = np.asarray(row.pop("labels"))
+        row["median_vs_float32_fixed128"] = round(row["median_ms"] / base["median_ms"], 4)
+        row["p90_vs_float32_fixed128"] = round(row["p90_ms"] / base["p90_ms"], 4)
+        row["accuracy_delta_pt"] = round(100 * (row["accuracy"] - base["accuracy"]), 2)
+        row["label_agreement_with_fixed128"] = float(np.mean(labels == np.asarray(twin["labels"])))
+        out[key] = row
+    return out
+
+
+def _print_table(files: dict) -> None:
+    print("| file | median ms | p90 ms | x float32 fixed-128 (median) | accuracy | "
+          "same labels as fixed-128 | MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for key, r in files.items():
+        print(f"| {key} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | "
+              f"{r['median_vs_float32_fixed128']:.3f} | {100 * r['accuracy']:.2f} | "
+              f"{100 * r['label_agreement_with_fixed128']:.1f}% | {r['size_bytes'] / 1e6:.2f} |")
+
+
+def _cache_dir() -> str:
+    os.makedirs(CACHE_DIR, exist_ok=True)
+    return CACHE_DIR
+
+
+if __name__ == "__main__":
+    main()

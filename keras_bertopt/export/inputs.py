@@ -1,0 +1,266 @@
+"""Input preparation: raw text -> the int32 token arrays an exported file takes.
+
+Every exported file has three int32 inputs, `INPUT_NAMES`, of shape [batch,
+length]. This module turns the forms users hand us (strings, sentence pairs,
+``(texts, labels)`` tuples, `tf.data.Dataset` batches, dicts of ids) into those
+arrays with the model's keras-hub preprocessor, and cuts them to their real
+length (`real_lengths`, `trim`): keras-hub packs ``[CLS] tokens [SEP]`` first
+and pads after, so the first ``padding_mask.sum()`` positions hold the whole
+sentence.
+
+Example:
+
+```python
+arrays = preprocess_texts(model.preprocessor, ["a wonderful film"])   # [1, 128] each
+short = trim(arrays, int(real_lengths(arrays).max()))                  # [1, 5] each
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+#: The input names every exported file has (int32, shape [batch, sequence_length]).
+INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
+
+
+def is_text_list(value: Any) -> bool:
+    """True for a list/tuple of strings or a 1-D string array."""
+    if isinstance(value, str):
+        return False
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "USO" and value.ndim == 1
+    return isinstance(value, (list, tuple)) and all(isinstance(v, (str, bytes)) for v in value)
+
+
+def real_lengths(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Tokens per example (``[CLS]`` and ``[SEP]`` included): the row sums of padding_mask."""
+    return np.asarray(inputs["padding_mask"]).astype(bool).sum(axis=-1).astype(np.int64)
+
+
+def trim(inputs: Mapping[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
+    """The first `length` positions of every input (contiguous int32 copies)."""
+    return {k: np.ascontiguousarray(np.asarray(inputs[k])[:, :length], np.int32)
+            for k in INPUT_NAMES}
+
+
+def preprocess_texts(preprocessor: Any, texts: Any, batch_size: int = 64,
+                     sequence_length: int | None = None) -> dict[str, np.ndarray]:
+    """Run raw strings through a keras-hub preprocessor; int32 numpy arrays out.
+
+    `texts`: a string, a list/array of strings, or a tuple of two such lists
+    (sentence pairs). With `sequence_length`, the preprocessor packs to that
+    length for this call only (its own setting is restored afterwards).
+    """
+    import tensorflow as tf
+
+    if isinstance(texts, (str, bytes)):
+        texts = [texts]
+    pair = (
+        isinstance(texts, tuple) and len(texts) == 2 and all(is_text_list(t) for t in texts)
+        and len(texts[0]) == len(texts[1]) and not all(isinstance(t, str) for t in texts)
+    )
+    if not pair and not is_text_list(texts):
+        raise ValueError(
+            "`texts` must be a string, a list of strings or a pair of lists of strings, "
+            f"got {type(texts).__name__}"
+        )
+    n = len(texts[0]) if pair else len(texts)
+    previous = getattr(preprocessor, "sequence_length", None)
+    change = sequence_length is not None and previous is not None and previous != sequence_length
+    if change:
+        preprocessor.sequence_length = sequence_length
+    try:
+        parts = []
+        for start in range(0, n, batch_size):
+            if pair:
+                x = tuple(tf.constant(list(t[start:start + batch_size])) for t in texts)
+            else:
+                x = tf.constant(list(texts[start:start + batch_size]))
+            parts.append(_int32_inputs(preprocessor(x)))
+    finally:
+        if change:
+            preprocessor.sequence_length = previous
+    if not parts:
+        length = sequence_length or previous or 0
+        return {k: np.zeros((0, length), np.int32) for k in INPUT_NAMES}
+    return {k: np.concatenate([p[k] for p in parts]) for k in INPUT_NAMES}
+
+
+def _int32_inputs(x: Any) -> dict[str, np.ndarray]:
+    if isinstance(x, tuple):  # (x, y[, sample_weight])
+        x = x[0]
+    if not isinstance(x, Mapping) or any(k not in x for k in INPUT_NAMES):
+        raise ValueError(
+            f"the preprocessor must return a dict with {list(INPUT_NAMES)}, got "
+            f"{sorted(x) if isinstance(x, Mapping) else type(x).__name__}"
+        )
+    return {k: np.asarray(x[k]).astype(np.int32) for k in INPUT_NAMES}
+
+
+def collect_inputs(
+    data: Any,
+    preprocessor: Any,
+    sequence_length: int,
+    limit: int,
+    argument: str = "representative_data",
+) -> dict[str, np.ndarray]:
+    """Up to `limit` examples of `data` as int32 arrays of shape [n, sequence_length].
+
+    `data` is one of: a list/array of raw strings; a ``(texts, labels)`` tuple;
+    a dict of token_ids/segment_ids/padding_mask arrays; a list of such dicts;
+    or a `tf.data.Dataset` (or iterable) whose elements are string batches,
+    ``(text, label[, weight])`` batches or dicts of ids. Raw strings go through
+    `preprocessor` on the host, packed to `sequence_length`.
+    """
+    chunks: list[dict[str, np.ndarray]] = []
+    count = 0
+
+    def add(x: Any) -> None:
+        nonlocal count
+        arrays = _element_arrays(x, preprocessor, sequence_length, argument)
+        take = min(limit - count, len(arrays["token_ids"]))
+        chunks.append({k: v[:take] for k, v in arrays.items()})
+        count += take
+
+    if isinstance(data, tuple) and len(data) in (2, 3) and is_text_list(data[0]) \
+            and not is_text_list(data[1]):
+        data = data[0]  # (texts, labels)
+    if isinstance(data, (str, bytes)) or is_text_list(data) or isinstance(data, Mapping):
+        add(data)
+    else:
+        iterator = data.as_numpy_iterator() if hasattr(data, "as_numpy_iterator") else data
+        try:
+            iterator = iter(iterator)
+        except TypeError:
+            raise ValueError(
+                f"`{argument}` must be raw strings, a tf.data.Dataset, dicts of token ids or an "
+                f"iterable of them; got {type(data).__name__}"
+            ) from None
+        for element in iterator:
+            if count >= limit:
+                break
+            if isinstance(element, tuple) and len(element) in (2, 3) \
+                    and not _looks_like_texts(element):
+                element = element[0]  # (x, y[, sample_weight])
+            add(element)
+    if count == 0:
+        raise ValueError(f"`{argument}` yielded no examples")
+    return {k: np.concatenate([c[k] for c in chunks]) for k in INPUT_NAMES}
+
+
+def _element_arrays(x: Any, preprocessor: Any, sequence_length: int,
+                    argument: str) -> dict[str, np.ndarray]:
+    if isinstance(x, Mapping):
+        arrays = {k: np.asarray(x[k]) for k in INPUT_NAMES if k in x}
+        if len(arrays) != len(INPUT_NAMES):
+            raise ValueError(
+                f"`{argument}` dicts must hold {list(INPUT_NAMES)}, got {sorted(x)}"
+            )
+        arrays = {k: (v[None] if v.ndim == 1 else v).astype(np.int32)
+                  for k, v in arrays.items()}
+    else:
+        texts = _as_texts(x, argument)
+        if preprocessor is None:
+            raise ValueError(
+                f"`{argument}` holds raw strings but the model has no `preprocessor`: pass "
+                "dicts of token_ids/segment_ids/padding_mask instead"
+            )
+        arrays = preprocess_texts(preprocessor, texts, sequence_length=sequence_length)
+    bad = {k: v.shape for k, v in arrays.items() if v.ndim != 2 or v.shape[1] != sequence_length}
+    if bad:
+        raise ValueError(
+            f"`{argument}` inputs must have shape [batch, {sequence_length}], got {bad}"
+        )
+    return arrays
+
+
+def _looks_like_texts(element: tuple) -> bool:
+    """A tuple of two string batches is a sentence pair, not (text, label)."""
+    return len(element) == 2 and all(
+        np.asarray(e).dtype.kind in "USO" for e in element
+    )
+
+
+def _as_texts(x: Any, argument: str) -> Any:
+    if isinstance(x, (str, bytes)):
+        return [x.decode() if isinstance(x, bytes) else x]
+    if isinstance(x, tuple) and len(x) == 2:  # sentence pairs
+        return tuple(_as_texts(part, argument) for part in x)
+    array = np.asarray(x)
+    if array.dtype.kind not in "USO":
+        raise ValueError(
+            f"`{argument}` must hold raw strings or dicts of token ids, got an array of "
+            f"{array.dtype}"
+        )
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in array.reshape(-1)]
+
+
+def random_inputs(vocabulary_size: int, sequence_length: int, n: int,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """Synthetic examples (random ids, random real lengths) when no data is given."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, sequence_length + 1, size=n)
+    mask = (np.arange(sequence_length)[None, :] < lengths[:, None]).astype(np.int32)
+    ids = rng.integers(min(5, vocabulary_size - 1), vocabulary_size,
+                       size=(n, sequence_length)).astype(np.int32)
+    return {"token_ids": ids * mask, "segment_ids": np.zeros_like(ids), "padding_mask": mask}
+
+
+def labelled_examples(data: Any, labels: Sequence[int] | None) -> tuple[list, list]:
+    """(texts, labels) from a (text, label) dataset, a (texts, labels) tuple or texts + labels."""
+    if labels is not None:
+        if not is_text_list(data):
+            raise ValueError("with `labels`, `data` must be a list of strings")
+        if len(labels) != len(data):
+            raise ValueError(f"`labels` has {len(labels)} items but `data` has {len(data)}")
+        return list(data), list(labels)
+    if isinstance(data, tuple) and len(data) == 2 and is_text_list(data[0]):
+        if len(data[0]) != len(data[1]):
+            raise ValueError(f"`data` texts ({len(data[0])}) and labels ({len(data[1])}) differ")
+        return list(data[0]), list(np.asarray(data[1]).reshape(-1))
+    if hasattr(data, "as_numpy_iterator") or isinstance(data, Iterable):
+        texts, truth = [], []
+        for element in (data.as_numpy_iterator() if hasattr(data, "as_numpy_iterator")
+                        else data):
+            if not isinstance(element, tuple) or len(element) < 2:
+                raise ValueError("`data` must yield (text, label) pairs or batches")
+            x, y = element[0], element[1]
+            x = np.asarray(x).reshape(-1)
+            texts += [v.decode() if isinstance(v, bytes) else str(v) for v in x]
+            truth += [int(v) for v in np.asarray(y).reshape(-1)]
+        return texts, truth
+    raise ValueError(
+        "`data` must be a tf.data.Dataset of (text, label) batches or a (texts, labels) tuple, "
+        f"got {type(data).__name__}"
+    )
+
+
+def texts_of(data: Any, limit: int) -> list[str] | None:
+    """Up to `limit` raw single-sentence texts in `data` (forms as `collect_inputs`); else None."""
+    if data is None or isinstance(data, Mapping):
+        return None
+    if isinstance(data, (str, bytes)):
+        data = [data]
+    if isinstance(data, tuple) and len(data) in (2, 3) and is_text_list(data[0]) \
+            and not is_text_list(data[1]):
+        data = data[0]
+    if is_text_list(data):
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in list(data)[:limit]]
+    if not hasattr(data, "as_numpy_iterator"):
+        return None
+    texts: list[str] = []
+    for element in data.as_numpy_iterator():
+        if isinstance(element, tuple):
+            if _looks_like_texts(element):
+                return None  # sentence pairs
+            element = element[0]
+        array = np.asarray(element)
+        if isinstance(element, Mapping) or array.dtype.kind not in "USO":
+            return None
+        texts += [v.decode() if isinstance(v, bytes) else str(v) for v in array.reshape(-1)]
+        if len(texts) >= limit:
+            break
+    return texts[:limit] or None

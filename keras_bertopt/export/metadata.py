@@ -1,0 +1,173 @@
+"""MediaPipe metadata: files MediaPipe Tasks' `TextClassifier` runs on raw text as they are.
+
+`attach_metadata(content, preprocessor, labels)` embeds, with MediaPipe's own
+writer (`mediapipe.tasks.python.metadata.metadata_writers.text_classifier.
+MetadataWriter.create_for_bert_model`), the WordPiece vocabulary of the model's
+keras-hub tokenizer, a BERT tokenizer process unit and the label names. On
+Android, iOS and the web, MediaPipe then tokenizes natively: no Python
+preprocessor is needed. `mediapipe_labels(path, texts)` runs MediaPipe's
+`TextClassifier` on the host (what `to_tflite` uses to verify the file).
+
+What MediaPipe cannot express is refused before conversion
+(`check_tokenizer`): MediaPipe's BERT tokenizer lowercases its input, so a
+cased tokenizer (``lowercase=False``) would silently become a different model.
+
+`mediapipe` is imported here only (an optional extra: ``pip install
+keras-bertopt[mediapipe]``). Its 1.2.x Linux wheels lack the compiled module
+``mediapipe.tasks.cc.metadata.python._pywrap_metadata_version`` that the writer
+imports to stamp the metadata's minimum parser version; `_metadata_writer`
+registers a small stand-in for it when the real one is missing (0.10.x wheels
+have it and use their own).
+
+Example:
+
+```python
+report = keras_bertopt.export.to_tflite(model, "sst2.tflite", metadata=True,
+                                        labels=["negative", "positive"])
+report.mediapipe_agreement     # 1.0: MediaPipe's labels equal TFLiteClassifier's
+```
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import types
+from typing import Any, Sequence
+
+#: Minimum metadata parser version MediaPipe's own 0.10.14 writer stamps on the
+#: metadata `attach_metadata` writes (BERT tokenizer process unit, vocabulary and
+#: label files); what the stand-in version module returns.
+MIN_PARSER_VERSION = "1.1.0"
+
+_VERSION_MODULE = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
+
+
+def _install_version_module() -> None:
+    """Register the stand-in for the version module the 1.2.x wheels lack."""
+    parts = _VERSION_MODULE.split(".")
+    for i in range(3, len(parts) + 1):
+        name = ".".join(parts[:i])
+        if name not in sys.modules:
+            module = types.ModuleType(name)
+            module.__path__ = []  # a package, so the next part imports from it
+            sys.modules[name] = module
+            if i > 3:
+                setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], module)
+    sys.modules[_VERSION_MODULE].GetMinimumMetadataParserVersion = (
+        lambda metadata_buf: MIN_PARSER_VERSION
+    )
+
+
+def _metadata_writer() -> Any:
+    """`mediapipe...metadata_writers.text_classifier` and `metadata_writer`, imported lazily."""
+    try:
+        import mediapipe  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "metadata=True needs MediaPipe: pip install 'keras-bertopt[mediapipe]' "
+            "(or pip install mediapipe)"
+        ) from None
+    try:
+        from mediapipe.tasks.cc.metadata.python import _pywrap_metadata_version  # noqa: F401
+    except ImportError:
+        _install_version_module()
+    from mediapipe.tasks.python.metadata.metadata_writers import metadata_writer, text_classifier
+
+    return text_classifier, metadata_writer
+
+
+def _tokenizer(preprocessor: Any) -> Any:
+    tokenizer = getattr(preprocessor, "tokenizer", None)
+    if tokenizer is None or not hasattr(tokenizer, "get_vocabulary"):
+        raise ValueError(
+            "metadata=True needs the model's keras-hub preprocessor with a WordPiece tokenizer "
+            f"(model.preprocessor.tokenizer); got {type(preprocessor).__name__}"
+        )
+    return tokenizer
+
+
+def check_tokenizer(preprocessor: Any, labels: Sequence[str] | None, num_classes: int) -> None:
+    """Raise if MediaPipe's BERT tokenizer and labels cannot express this model.
+
+    Raises:
+        ValueError: no keras-hub WordPiece tokenizer; a cased tokenizer
+            (MediaPipe lowercases); the vocabulary lacks [CLS]/[SEP]/[UNK]; or
+            `labels` is not one non-empty, distinct name per class.
+    """
+    tokenizer = _tokenizer(preprocessor)
+    name = type(tokenizer).__name__
+    if "WordPiece" not in name and "Bert" not in name:
+        raise ValueError(
+            f"metadata=True supports WordPiece (BERT) tokenizers only; the model's tokenizer is "
+            f"{name}"
+        )
+    if not getattr(tokenizer, "lowercase", False):
+        raise ValueError(
+            "metadata=True: the model's tokenizer is cased (lowercase=False) but MediaPipe's BERT "
+            "tokenizer lowercases its input, so MediaPipe would run a different model; export "
+            "an uncased model or leave metadata off"
+        )
+    vocabulary = tokenizer.get_vocabulary()
+    missing = [t for t in ("[CLS]", "[SEP]", "[UNK]") if t not in vocabulary]
+    if missing:
+        raise ValueError(f"metadata=True: the tokenizer's vocabulary lacks {missing}")
+    if labels is None or isinstance(labels, str) or len(labels) != num_classes or any(
+            not isinstance(x, str) or not x.strip() for x in labels) or len(set(labels)) != len(
+            labels):
+        raise ValueError(
+            f"`labels` must be {num_classes} distinct non-empty names (one per class) with "
+            f"metadata=True, got {labels!r}"
+        )
+
+
+def attach_metadata(content: bytes, preprocessor: Any, labels: Sequence[str],
+                    names: dict[str, str] | None = None) -> bytes:
+    """The file `content` with MediaPipe TextClassifier metadata (vocabulary, labels) embedded.
+
+    Args:
+        content: the flatbuffer from the converter.
+        preprocessor: the model's keras-hub preprocessor (its tokenizer's
+            vocabulary is embedded as vocab.txt).
+        labels: one name per class (embedded as labels.txt).
+        names: the flatbuffer tensor names of ids / mask / segment ids;
+            default: the names the converter gives `to_tflite`'s signature.
+    """
+    text_classifier, metadata_writer = _metadata_writer()
+    names = names or {
+        "ids": "serving_default_token_ids:0",
+        "mask": "serving_default_padding_mask:0",
+        "segment": "serving_default_segment_ids:0",
+    }
+    vocabulary = _tokenizer(preprocessor).get_vocabulary()
+    with tempfile.TemporaryDirectory(prefix="keras_bertopt_metadata_") as folder:
+        vocab_path = os.path.join(folder, "vocab.txt")
+        with open(vocab_path, "w", encoding="utf-8") as f:
+            f.write("\n".join(vocabulary) + "\n")
+        writer = text_classifier.MetadataWriter.create_for_bert_model(
+            bytearray(content),
+            tokenizer=metadata_writer.BertTokenizer(vocab_path),
+            labels=metadata_writer.Labels().add(list(labels)),
+            ids_name=names["ids"],
+            mask_name=names["mask"],
+            segment_name=names["segment"],
+        )
+        with_metadata, _ = writer.populate()
+    return bytes(with_metadata)
+
+
+def mediapipe_labels(path: str, texts: Sequence[str], labels: Sequence[str]) -> list[int]:
+    """The class index MediaPipe's `TextClassifier` gives each text (its top category)."""
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+    from mediapipe.tasks.python.text import text_classifier
+
+    options = text_classifier.TextClassifierOptions(
+        base_options=BaseOptions(model_asset_path=os.fspath(path)), max_results=1)
+    index = {name: i for i, name in enumerate(labels)}
+    out = []
+    with text_classifier.TextClassifier.create_from_options(options) as classifier:
+        for text in texts:
+            top = classifier.classify(text).classifications[0].categories[0]
+            out.append(index.get(top.category_name, int(top.index)))
+    return out
