@@ -54,6 +54,32 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path):
     assert os.listdir(tmp_path) == ["model.tflite"]
 
 
+@pytest.mark.parametrize(
+    "umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)]
+)
+def test_atomic_outputs_get_the_mode_open_gives_under_the_umask(
+    tmp_path, umask, file_mode, dir_mode
+):
+    import stat
+
+    from keras_bertopt.files import atomic_output, write_bytes
+
+    old = os.umask(umask)
+    try:
+        write_bytes(tmp_path / "model.tflite", b"x")
+        with atomic_output(tmp_path / "saved", directory=True) as tmp:
+            with open(os.path.join(tmp, "inside.txt"), "w") as f:
+                f.write("y")
+        with open(tmp_path / "plain.txt", "w") as f:  # the reference: a plain open()
+            f.write("z")
+    finally:
+        os.umask(old)
+    mode = lambda name: stat.S_IMODE(os.stat(tmp_path / name).st_mode)  # noqa: E731
+    assert mode("plain.txt") == file_mode
+    assert mode("model.tflite") == file_mode
+    assert mode("saved") == dir_mode
+
+
 def test_quickstart_example_learns_the_demo_data():
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
     try:
