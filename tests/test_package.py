@@ -7,11 +7,13 @@ import sys
 import pytest
 
 
-def test_import_sets_nothing_and_loads_no_optional_packages():
+def test_import_sets_nothing_and_loads_neither_tensorflow_nor_optional_packages():
+    # What the package docstring promises: no TensorFlow (nor Keras) until a submodule is used.
     code = (
         "import os, sys; before = dict(os.environ); import keras_bertopt; "
         "assert dict(os.environ) == before, 'environment changed'; "
-        "bad = [m for m in ('tensorflow_model_optimization', 'tensorflow_datasets') "
+        "bad = [m for m in ('tensorflow', 'tensorflow_model_optimization', "
+        "'tensorflow_datasets', 'mediapipe', 'keras') "
         "if m in sys.modules]; assert not bad, bad; print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -181,7 +181,14 @@ def test_quantize_aware_exclude_and_per_tensor(tiny_classifier):
     assert all(q.reduce_axes is None for q in qat.quantizers)
     only_ffn = quantize_aware(tiny_classifier, QuantizationConfig(include=r"feedforward_"))
     assert len(only_ffn.quantized_paths) == 4
-    assert only_ffn.quantized_embedding_paths == []  # embeddings stay float by default
+    # `include` picks matmul kernels only; the embedding tables are int8 by default.
+    assert sorted(only_ffn.quantized_embedding_paths) == [
+        "position_embedding/embeddings",
+        "segment_embedding/embeddings",
+        "token_embedding/embeddings",
+    ]
+    float_tables = quantize_aware(tiny_classifier, QuantizationConfig(quantize_embeddings=False))
+    assert float_tables.quantized_embedding_paths == []
 
 
 def test_quantize_embeddings_option(tiny_classifier):
