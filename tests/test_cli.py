@@ -78,12 +78,18 @@ def test_export_and_evaluate_argument_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_console_script_runs():
-    result = subprocess.run(
-        [sys.executable, "-m", "keras_bertopt.cli", "--help"],
-        capture_output=True, text=True, timeout=120,
-    )
+def test_installed_console_script_runs(tmp_path):
+    # The `keras-bertopt` command that `pip install` put beside this Python.
+    script = os.path.join(os.path.dirname(sys.executable), "keras-bertopt")
+    assert os.access(script, os.X_OK), f"{script} is not installed (pip install -e .)"
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "keras-bertopt" in result.stdout
+    assert all(command in result.stdout for command in ("demo", "run", "export", "evaluate"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("finetune: {epochs: zero}\n")
+    check = subprocess.run([script, "run", str(bad), "--check"], capture_output=True,
+                           text=True, timeout=120)
+    assert check.returncode == 2 and "finetune.epochs" in check.stderr
 
 
 # ----------------------------------------------------------------------------- the demo

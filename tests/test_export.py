@@ -96,6 +96,14 @@ def test_inspect_and_measure_latency(float_file):
     path, report = float_file
     facts = inspect_tflite(path)
     assert facts["ops"] == report.ops and facts["weight_params"] == report.weight_params
+    # What the tiny 2-layer BERT must contain, all float32 and builtin: per layer q, k, v,
+    # attention output and two feed-forward matmuls, plus pooler and logits (14 FULLY_CONNECTED);
+    # one softmax per layer; token and segment tables read by GATHER.
+    ops = facts["ops"]
+    assert ops["FULLY_CONNECTED"] == {"float": 14}
+    assert ops["SOFTMAX"] == {"float": 2}
+    assert ops["GATHER"] == {"float": 2}
+    assert not any(name.startswith(("FLEX", "CUSTOM")) for name in ops)
     assert all(w["dtype"] == "FLOAT32" for w in facts["weights"])
     timing = measure_latency(path, runs=3, warmup=1, num_threads=1)
     assert timing["runs"] == 3 and timing["sequence_length"] == SEQ
