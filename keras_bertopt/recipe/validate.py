@@ -97,11 +97,24 @@ def _check_data(config: RecipeConfig) -> None:
                     "a .tsv, .csv or .jsonl file", path)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"config key 'data.{key}': file {path!r} does not exist")
+            _check_rows(config, key, path)
         for split in ev.splits if ev.enabled else []:
             if getattr(d, split) is None:
                 raise ValueError(
                     f"config key 'evaluate.splits' asks for {split!r} but 'data.{split}' is not set"
                 )
+
+
+def _check_rows(config: RecipeConfig, key: str, path: str) -> None:
+    """Read every row of a data file now, so a bad row fails `--check` and `run` before any
+    model is built (the error names the file and line)."""
+    from keras_bertopt.data import read_file
+
+    d = config.data
+    try:
+        read_file(path, d.text_column, d.label_column, num_classes=config.model.num_classes)
+    except ValueError as err:
+        raise ValueError(f"config key 'data.{key}': {err}") from None
 
 
 def _check_finetune(config: RecipeConfig) -> None:
