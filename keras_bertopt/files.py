@@ -2,7 +2,9 @@
 
 Every file keras_bertopt writes (TFLite models, `.keras` checkpoints, reports)
 goes through `atomic_output` so a crash leaves either the old file or the new
-one at `path`, never a half-written one.
+one at `path`, never a half-written one. Finished outputs get the permissions a
+plain ``open()`` / ``os.mkdir`` would give under the process umask (usually
+0644 / 0755), not the private 0600 / 0700 of the temporary name.
 """
 
 from __future__ import annotations
@@ -17,6 +19,20 @@ from typing import Iterator, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the only portable read is set-and-restore
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_output(path: PathLike, *, directory: bool = False) -> Iterator[str]:
     """Yield a temporary path to write to; on success rename it to `path`.
@@ -24,7 +40,8 @@ def atomic_output(path: PathLike, *, directory: bool = False) -> Iterator[str]:
     The temporary name keeps `path`'s extension (Keras insists on `.keras`),
     lives in the same folder (so the rename is atomic) and is removed if the
     body raises. With `directory=True` the temporary path is a fresh empty
-    folder that replaces `path` as a whole.
+    folder that replaces `path` as a whole. The finished file (folder) gets mode
+    ``0o666 & ~umask`` (``0o777 & ~umask``), as ``open()`` (``os.mkdir``) gives.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -38,12 +55,10 @@ def atomic_output(path: PathLike, *, directory: bool = False) -> Iterator[str]:
         os.close(fd)
     try:
         yield tmp
-        if directory:
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        else:
-            os.replace(tmp, path)
+        os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())
+        if directory and os.path.isdir(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
     except BaseException:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)

@@ -14,3 +14,43 @@ def tiny_classifier():
     from keras_bertopt.models import TinyConfig, build_classifier
 
     return build_classifier(TinyConfig(), num_classes=2, sequence_length=32)
+
+
+@pytest.fixture
+def example_configs(tmp_path):
+    """Every examples/*.yaml|yml|json copied to tmp_path/repo/examples/, with each relative
+    data file it names written at the same relative place (demo rows, the config's columns).
+
+    So the example configs validate as written (every key, type and path) on a fresh clone
+    without ../shared/data. Returns the copied config paths.
+    """
+    import shutil
+
+    import yaml
+
+    from keras_bertopt.data import demo_examples
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    folder = tmp_path / "repo" / "examples"
+    folder.mkdir(parents=True)
+    copies = []
+    for name in sorted(os.listdir(os.path.join(repo, "examples"))):
+        if not name.endswith((".yaml", ".yml", ".json")):
+            continue
+        shutil.copy(os.path.join(repo, "examples", name), folder / name)
+        copies.append(str(folder / name))
+        with open(folder / name, encoding="utf-8") as f:
+            data = (yaml.safe_load(f) or {}).get("data") or {}
+        texts, labels = demo_examples("validation", 64)
+        for split in ("train", "validation", "test"):
+            path = data.get(split)
+            if not path or os.path.isabs(path):
+                continue
+            target = os.path.normpath(os.path.join(folder, path))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            sep = "," if target.endswith(".csv") else "\t"
+            with open(target, "w", encoding="utf-8") as f:
+                f.write(f"{data.get('text_column', 'sentence')}{sep}"
+                        f"{data.get('label_column', 'label')}\n")
+                f.writelines(f"{t}{sep}{y}\n" for t, y in zip(texts, labels, strict=True))
+    return copies

@@ -52,12 +52,35 @@ def test_run_rejects_a_bad_config_before_any_work(tmp_path, capsys):
     assert "KEY=VALUE" in capsys.readouterr().err
 
 
-def test_run_check_accepts_every_example_config(capsys):
-    for name in sorted(os.listdir(os.path.join(REPO, "examples"))):
-        if name.endswith((".yaml", ".yml", ".json")):
-            path = os.path.join(REPO, "examples", name)
-            assert cli.main(["run", path, "--output", "unused", "--check"]) == 0, name
-            assert "config is valid" in capsys.readouterr().out
+def test_a_bad_data_row_is_found_before_any_model_is_built(tmp_path, capsys):
+    train = tmp_path / "train.tsv"
+    rows = ["sentence\tlabel", "a good film\t1", "bad\tx"] + ["fine\t0"] * 300
+    train.write_text("\n".join(rows) + "\n")  # the bad row is line 3 of 303
+    late = tmp_path / "dev.tsv"
+    late.write_text("\n".join(["sentence\tlabel"] + ["ok\t1"] * 500 + ["worse\t7"]) + "\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"data: {{source: files, train: {train}, validation: {late}}}\n"
+        "evaluate: {splits: [validation]}\n"
+    )
+    assert cli.main(["run", str(config), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "data.train" in err and f"{train}, line 3" in err and "'x'" in err
+    out = tmp_path / "out"
+    assert cli.main(["run", str(config), "--output", str(out)]) == 2
+    assert f"{train}, line 3" in capsys.readouterr().err
+    assert not out.exists()  # nothing built, nothing written
+    train.write_text("\n".join(rows[:2] + rows[3:]) + "\n")
+    assert cli.main(["run", str(config), "--check"]) == 2  # every row, to the last one
+    err = capsys.readouterr().err
+    assert "data.validation" in err and f"{late}, line 502" in err
+
+
+def test_run_check_accepts_every_example_config(example_configs, capsys):
+    assert len(example_configs) >= 2
+    for path in example_configs:
+        assert cli.main(["run", path, "--output", "unused", "--check"]) == 0, path
+        assert "config is valid" in capsys.readouterr().out
 
 
 def test_demo_refuses_a_foreign_output_dir(tmp_path, capsys):
@@ -78,12 +101,18 @@ def test_export_and_evaluate_argument_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_console_script_runs():
-    result = subprocess.run(
-        [sys.executable, "-m", "keras_bertopt.cli", "--help"],
-        capture_output=True, text=True, timeout=120,
-    )
+def test_installed_console_script_runs(tmp_path):
+    # The `keras-bertopt` command that `pip install` put beside this Python.
+    script = os.path.join(os.path.dirname(sys.executable), "keras-bertopt")
+    assert os.access(script, os.X_OK), f"{script} is not installed (pip install -e .)"
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "keras-bertopt" in result.stdout
+    assert all(command in result.stdout for command in ("demo", "run", "export", "evaluate"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("finetune: {epochs: zero}\n")
+    check = subprocess.run([script, "run", str(bad), "--check"], capture_output=True,
+                           text=True, timeout=120)
+    assert check.returncode == 2 and "finetune.epochs" in check.stderr
 
 
 # ----------------------------------------------------------------------------- the demo

@@ -17,6 +17,10 @@ import pytest
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
 ENV.pop("TF_CONFIG", None)
+# Environment variables that announce a TPU (Colab, GKE, Cloud TPU VMs).
+TPU_HINTS = (
+    "TPU_NAME", "COLAB_TPU_ADDR", "KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS", "TPU_ACCELERATOR_TYPE"
+)
 
 
 def _run(code, timeout, env=None):
@@ -87,10 +91,19 @@ def test_tpu_without_a_tpu_names_what_it_tried():
                 get_strategy("tpu", **kwargs)
             except TPUNotFoundError as err:
                 messages.append(str(err))
-        auto = type(get_strategy("auto")).__name__
-        print("RESULT " + json.dumps({"messages": messages, "auto": auto}))
+        import tensorflow as tf
+        strategy = get_strategy("auto")
+        print("RESULT " + json.dumps({
+            "messages": messages,
+            "auto_mirrored": isinstance(strategy, tf.distribute.MirroredStrategy),
+            "auto_default": strategy is tf.distribute.get_strategy(),
+            "auto_replicas": strategy.num_replicas_in_sync,
+            "gpus": len(tf.config.list_logical_devices("GPU")),
+        }))
         """,
         timeout=300,
+        # No TPU hints in the environment: "auto" then depends on the GPUs alone.
+        env={k: v for k, v in ENV.items() if k not in TPU_HINTS},
     )
     result = _result(out)
     default, local = result["messages"]
@@ -98,8 +111,12 @@ def test_tpu_without_a_tpu_names_what_it_tried():
     assert "tpu='local'" in default  # tells the user what to pass on a TPU VM
     assert "TPUClusterResolver(tpu='local'" in local
     assert "initialize_tpu_system" in local
-    # auto on this CPU-only machine with no TPU hints: TensorFlow's default strategy.
-    assert result["auto"] == "_DefaultDistributionStrategy"
+    # "auto" without a TPU: MirroredStrategy over every GPU when there are several,
+    # else TensorFlow's default strategy (one replica).
+    if result["gpus"] > 1:
+        assert result["auto_mirrored"] and result["auto_replicas"] == result["gpus"]
+    else:
+        assert result["auto_default"] and result["auto_replicas"] == 1
 
 
 MIRRORED = """
@@ -223,11 +240,13 @@ with strategy.scope():
         kb.models.TinyConfig(dropout=0.0, seed=0), 2, sequence_length=32, dropout=0.0)
     model.compile(optimizer=keras.optimizers.AdamW(3e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+start = {v.path.replace("/", "__"): keras.ops.convert_to_numpy(v) for v in model.weights}
 train = kb.data.demo_dataset("train", 16, size=48, shuffle=False)
 history = model.fit(train, epochs=1, verbose=0,
                     callbacks=[Throughput(warmup_steps=1, verbose=0), LearningRateLogger()])
 np.savez(sys.argv[1], **{v.path.replace("/", "__"): keras.ops.convert_to_numpy(v)
                          for v in model.weights})
+np.savez(sys.argv[1].replace(".npz", "_start.npz"), **start)
 print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync,
                               "loss": history.history["loss"]}), flush=True)
 """
@@ -284,3 +303,8 @@ def test_multi_worker_two_processes_end_with_identical_weights(tmp_path):
     assert sorted(first.files) == sorted(second.files) and len(first.files) > 30
     for name in first.files:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+    # Identical seeds give identical weights even without training: they must also have moved.
+    start = np.load(tmp_path / "w0_start.npz")
+    assert sorted(start.files) == sorted(first.files)
+    moved = [n for n in first.files if not np.array_equal(first[n], start[n])]
+    assert "logits__kernel" in moved and len(moved) > 0.5 * len(first.files)

@@ -7,11 +7,13 @@ import sys
 import pytest
 
 
-def test_import_sets_nothing_and_loads_no_optional_packages():
+def test_import_sets_nothing_and_loads_neither_tensorflow_nor_optional_packages():
+    # What the package docstring promises: no TensorFlow (nor Keras) until a submodule is used.
     code = (
         "import os, sys; before = dict(os.environ); import keras_bertopt; "
         "assert dict(os.environ) == before, 'environment changed'; "
-        "bad = [m for m in ('tensorflow_model_optimization', 'tensorflow_datasets') "
+        "bad = [m for m in ('tensorflow', 'tensorflow_model_optimization', "
+        "'tensorflow_datasets', 'mediapipe', 'keras') "
         "if m in sys.modules]; assert not bad, bad; print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -52,6 +54,32 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path):
     write_text(target, "done")
     assert target.read_text() == "done"
     assert os.listdir(tmp_path) == ["model.tflite"]
+
+
+@pytest.mark.parametrize(
+    "umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)]
+)
+def test_atomic_outputs_get_the_mode_open_gives_under_the_umask(
+    tmp_path, umask, file_mode, dir_mode
+):
+    import stat
+
+    from keras_bertopt.files import atomic_output, write_bytes
+
+    old = os.umask(umask)
+    try:
+        write_bytes(tmp_path / "model.tflite", b"x")
+        with atomic_output(tmp_path / "saved", directory=True) as tmp:
+            with open(os.path.join(tmp, "inside.txt"), "w") as f:
+                f.write("y")
+        with open(tmp_path / "plain.txt", "w") as f:  # the reference: a plain open()
+            f.write("z")
+    finally:
+        os.umask(old)
+    mode = lambda name: stat.S_IMODE(os.stat(tmp_path / name).st_mode)  # noqa: E731
+    assert mode("plain.txt") == file_mode
+    assert mode("model.tflite") == file_mode
+    assert mode("saved") == dir_mode
 
 
 def test_quickstart_example_learns_the_demo_data():

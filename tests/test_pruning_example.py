@@ -16,11 +16,11 @@ def test_prune_classifier_example_runs_reduced():
     out = module.main(
         [
             "--epochs",
-            "2",
+            "3",
             "--steps-per-epoch",
-            "8",
+            "64",
             "--batch-size",
-            "16",
+            "32",
             "--sparsity",
             "0.7",
             "--pattern",
@@ -30,4 +30,6 @@ def test_prune_classifier_example_runs_reduced():
     # 2:4 fixes the sparsity at 50% of the transformer kernels.
     assert out["sparsity"] == pytest.approx(0.5)
     assert out["history"]["sparsity"][-1] == pytest.approx(0.5)
-    assert 0.0 <= out["accuracy"] <= 1.0
+    # What the example promises: it learns the demo data while pruned (chance is 0.5). Its
+    # default budget (3 x 64 steps of 32): 2 x 8 x 16 and 2 x 32 x 32 both ended at chance.
+    assert out["accuracy"] >= 0.75

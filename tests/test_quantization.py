@@ -181,7 +181,14 @@ def test_quantize_aware_exclude_and_per_tensor(tiny_classifier):
     assert all(q.reduce_axes is None for q in qat.quantizers)
     only_ffn = quantize_aware(tiny_classifier, QuantizationConfig(include=r"feedforward_"))
     assert len(only_ffn.quantized_paths) == 4
-    assert only_ffn.quantized_embedding_paths == []  # embeddings stay float by default
+    # `include` picks matmul kernels only; the embedding tables are int8 by default.
+    assert sorted(only_ffn.quantized_embedding_paths) == [
+        "position_embedding/embeddings",
+        "segment_embedding/embeddings",
+        "token_embedding/embeddings",
+    ]
+    float_tables = quantize_aware(tiny_classifier, QuantizationConfig(quantize_embeddings=False))
+    assert float_tables.quantized_embedding_paths == []
 
 
 def test_quantize_embeddings_option(tiny_classifier):
@@ -245,12 +252,14 @@ def test_quantize_attention_probs_option(tiny_classifier):
     # TFLite's int8 softmax grid: multiples of 1/256 in [0, 255/256].
     np.testing.assert_allclose(probabilities * 256, np.round(probabilities * 256), atol=1e-3)
     assert probabilities.max() <= 255 / 256 + 1e-6
+    # Off by default: the plain QAT model's softmax is Keras's exact softmax, off the grid.
     plain = quantize_aware(tiny_classifier)
-    assert not any(
-        layer.call.__class__.__name__ == "partial"
-        for layer in plain.task._flatten_layers()
-        if isinstance(layer, keras.layers.Softmax)
-    )
+    plain_softmax = [
+        layer for layer in plain.task._flatten_layers() if isinstance(layer, keras.layers.Softmax)
+    ][0]
+    exact = plain_softmax(scores).numpy()
+    np.testing.assert_allclose(exact, tf.nn.softmax(scores, axis=-1).numpy(), atol=1e-6)
+    assert np.abs(exact * 256 - np.round(exact * 256)).max() > 0.01
 
 
 # ----------------------------------------------------------------------------- training

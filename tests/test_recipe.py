@@ -373,3 +373,72 @@ def test_warmup_longer_than_the_stage_is_refused_before_training():
     with pytest.raises(ValueError, match="'finetune.schedule': expected a warm-up shorter"):
         recipe.load_config({"finetune": {"epochs": 1, "steps_per_epoch": 4,
                                          "schedule": {"warmup_steps": 4}}})
+
+
+def _prune_views(model_path):
+    """(path, 2-D (inputs, outputs) view) of each pruned transformer kernel of a saved model."""
+    import re
+
+    import keras
+    import numpy as np
+
+    model = keras.saving.load_model(model_path)
+    views = []
+    for v in model.weights:
+        if re.search(r"transformer_layer_\d+/.*kernel$", v.path):
+            w = keras.ops.convert_to_numpy(v)
+            if "attention_output" in v.path:  # (heads, head_dim, hidden): sums heads, head_dim
+                w = w.reshape(-1, w.shape[-1])
+            else:  # Dense (in, out) and q/k/v (hidden, heads, head_dim)
+                w = w.reshape(w.shape[0], -1)
+            views.append((v.path, w))
+    assert views
+    return model, views, np
+
+
+@pytest.mark.slow  # two short recipe runs of a 1-layer BERT (~1-2 min on 2 cores)
+def test_recipe_options_run_hf_dir_regularization_layerwise_block_global_and_n_m(tmp_path):
+    import keras_bertopt as kb
+
+    # A Hugging Face checkpoint directory as model.source (1 layer, hidden 16: not the
+    # recipe's built-in tiny default of 2 layers, hidden 32).
+    tiny = kb.models.build_classifier(
+        kb.models.TinyConfig(num_layers=1, hidden_dim=16, intermediate_dim=32, seed=0), 2, 16)
+    hf_dir = kb.models.save_hf_checkpoint(tiny.backbone, kb.data.demo_vocabulary(),
+                                          tmp_path / "hf")
+    config = json.loads(json.dumps(MICRO))
+    config["model"] = {"source": str(hf_dir), "sequence_length": 16}
+    config["finetune"]["regularization"] = {"l2": 1e-3}
+    config["finetune"]["optimizer"] = {"layerwise_lr_decay": 0.5}
+    config["prune"].update(pattern="block", block_shape=[1, 4], scope="global")
+    out = str(tmp_path / "block")
+    recipe.run(config, output_dir=out, log=lambda line: None, fit_verbose=0)
+    state = json.loads(open(os.path.join(out, "state.json")).read())
+    finetune = state["stages"]["finetune"]
+    assert finetune["regularized_variables"] == 6  # q, k, v, attention output, 2 feed-forward
+    rates = finetune["history"]
+    head, layer0, emb = (rates["learning_rate"][-1], rates["learning_rate/transformer_layer_0"][-1],
+                         rates["learning_rate/embeddings"][-1])
+    assert layer0 == pytest.approx(head * 0.5, rel=1e-5)  # 1 layer: x 0.5**1
+    assert emb == pytest.approx(head * 0.25, rel=1e-5)  # embeddings: x 0.5**2
+    model, views, np = _prune_views(os.path.join(out, "prune", "model.keras"))
+    assert model.backbone.num_layers == 1 and model.backbone.hidden_dim == 16
+    zeros = total = 0
+    per_variable = []
+    for path, w in views:
+        blocks = (w == 0).reshape(w.shape[0], -1, 4)  # 1x4 blocks along the outputs
+        assert np.all(blocks.all(-1) | ~blocks.any(-1)), f"{path}: zeros not in whole blocks"
+        zeros += int((w == 0).sum())
+        total += w.size
+        per_variable.append(float((w == 0).mean()))
+    assert zeros / total == pytest.approx(0.5, abs=0.01)
+    # One global threshold: the variables end at different sparsities around the 50% total.
+    assert max(per_variable) - min(per_variable) > 0.05
+
+    config["prune"].update(pattern="n:m", n=2, m=4, scope="per_variable", block_shape=None)
+    out = str(tmp_path / "nm")
+    recipe.run(config, output_dir=out, log=lambda line: None, fit_verbose=0)
+    _, views, _ = _prune_views(os.path.join(out, "prune", "model.keras"))
+    for path, w in views:
+        groups = (w != 0).T.reshape(w.shape[1], -1, 4)  # 4 consecutive inputs per output
+        assert np.all(groups.sum(-1) == 2), f"{path}: not 2 of every 4 kept"

@@ -20,6 +20,14 @@ How it is wired (see `masks.py` for the math):
   moments of pruned weights may stay non-zero, but the weight is reset to
   exactly zero after each update, so it never regrows (an existing constraint
   on the variable is kept and applied first).
+* **On the JAX backend** the optimizer update is stateless (``stateless_apply``
+  sees only the trainable and optimizer variables), so a constraint cannot read
+  the mask variables. There the callback applies the masks itself after every
+  training batch: it brings `fit`'s state back into the variables
+  (``model.jax_state_sync()``), multiplies each pruned weight by its mask, and
+  `fit` reads the variables again for the next step. Zeros stay zero after
+  every step as on TensorFlow (with ``steps_per_execution > 1``: after every
+  execution).
 * **Masks change only on schedule steps.** After the ``k``-th training batch
   (steps count from 1, as tfmot's ``pruning_step``) the callback asks
   ``schedule(k) -> (should_prune, sparsity)``; when True it recomputes the masks
@@ -325,6 +333,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         self._step: int | None = None
         self._last_batch = -1
         self._sparsity: float | None = None
+        self._masks_in_optimizer = True
 
     # -- schedule ---------------------------------------------------------
     def _evaluate(self, step: int) -> tuple[bool, float]:
@@ -385,14 +394,19 @@ class MagnitudePruning(keras.callbacks.Callback):
             with scope:
                 state = PruningState(paths, shapes, [str(v.dtype) for v in variables])
             _attach_state(model, state)
-        changed = False
+            changed = True  # new variables in the model's state: retrace the train step
+        else:
+            changed = False
+        self._masks_in_optimizer = _constraints_see_masks()
         for v, mask in zip(variables, state.masks, strict=True):
             current = v.constraint
-            if isinstance(current, MaskConstraint) and current.mask is mask:
+            in_place = isinstance(current, MaskConstraint) and current.mask is mask
+            if in_place and self._masks_in_optimizer:
                 continue
-            if isinstance(current, MaskConstraint):
-                current = current.inner
-            v.constraint = MaskConstraint(mask, inner=current)
+            inner = current.inner if isinstance(current, MaskConstraint) else current
+            if inner is current and not self._masks_in_optimizer:
+                continue  # JAX: the callback masks; no constraint to remove
+            v.constraint = MaskConstraint(mask, inner=inner) if self._masks_in_optimizer else inner
             changed = True
         if changed and getattr(model, "train_function", None) is not None:
             # A train step traced before the constraints existed would not apply them.
@@ -417,6 +431,8 @@ class MagnitudePruning(keras.callbacks.Callback):
                 v.assign(v * mask)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if not self._masks_in_optimizer:
+            _sync_jax_state(self.model)
         if self._step is None:  # on_train_batch_begin was not called (custom loops)
             self.on_train_batch_begin(batch)
         done = batch - self._last_batch if batch > self._last_batch else 1
@@ -430,6 +446,9 @@ class MagnitudePruning(keras.callbacks.Callback):
         self._state.step.assign(self._step)
         if target is not None:
             self.update_masks(target)
+        elif not self._masks_in_optimizer:
+            for v, mask in zip(self._variables, self._state.masks, strict=True):
+                v.assign(v * mask)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
@@ -514,4 +533,24 @@ def _pattern_config(pattern: Pattern) -> Any:
     if hasattr(pattern, "pattern"):
         return pattern.pattern
     return [p.pattern if hasattr(p, "pattern") else p for p in pattern]
+
+
+def _constraints_see_masks() -> bool:
+    """Whether a variable constraint can read the mask variables inside the train step.
+
+    False on JAX, whose optimizer update runs in a stateless scope holding only the
+    trainable and optimizer variables (the masks are non-trainable model variables).
+    """
+    return keras.backend.backend() != "jax"
+
+
+def _sync_jax_state(model: Any) -> None:
+    """Bring JAX `fit`'s state back into the model's variables.
+
+    Between steps the JAX trainer keeps the weights outside the variables; after this,
+    the variables can be read and assigned, and the next step reads them again.
+    """
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()
 

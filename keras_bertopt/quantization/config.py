@@ -36,8 +36,9 @@ class QuantizationConfig:
             embedding tables (symmetric, per tensor; `exclude` applies to their
             paths too). They become int8 GATHER tables in TFLite: in MiniLM the
             token table is half the parameters, so this is what brings an int8
-            file to about a quarter of the float32 size. Off by default (the
-            tables stay float32 in the file).
+            file to about a quarter of the float32 size. On by default; pass
+            False to keep the tables float32 in the file (see README: the
+            file is then much larger).
         quantize_attention_probs: fake-quantize the attention softmax output
             on TFLite's fixed int8 softmax grid (scale 1/256). The converter
             runs probabilities x values as an int8 BATCH_MATMUL (the value
@@ -59,7 +60,7 @@ class QuantizationConfig:
     weight_granularity: str = "per_channel"
     ema_decay: float = 0.99
     quantize_outputs: bool = True
-    quantize_embeddings: bool = False
+    quantize_embeddings: bool = True
     quantize_attention_probs: bool = False
     num_bits: int = 8
 

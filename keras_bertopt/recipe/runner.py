@@ -160,6 +160,8 @@ class Recipe:
 
         done = self.prepare()
         todo = [s for s in STAGE_NAMES if self.enabled(s)]
+        if any(s not in done for s in todo if s in MODEL_STAGES):
+            resolve_model_source(self.config.model.source)  # a missing package fails here
         self.log(f"[keras-bertopt] output: {self.out}")
         if any(s not in done for s in todo if s in MODEL_STAGES):
             from keras_bertopt import distribute

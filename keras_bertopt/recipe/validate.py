@@ -7,6 +7,7 @@ A new config section adds one ``_check_<section>`` function to `SECTIONS`.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from typing import Any, Callable
@@ -52,6 +53,14 @@ def _check_model(config: RecipeConfig) -> None:
             '"tiny", a keras-hub preset name or a checkpoint directory', m.source)
     from keras_bertopt.models import check_checkpoint_dir, looks_like_path
 
+    if m.source.startswith("package:"):
+        module, _, sub = m.source[len("package:"):].partition("/")
+        require(bool(module) and all(p.isidentifier() for p in module.split(".")) and bool(sub),
+                "model.source", "package:MODULE/SUBDIR with MODULE an importable name", m.source)
+        if importlib.util.find_spec(module.split(".")[0]) is None:
+            # Valid as written; `Recipe.run` resolves it (and names the pip command) before
+            # any stage, so a config can be checked on a machine without the package.
+            return
     source = resolve_model_source(m.source)
     if looks_like_path(source):
         try:
@@ -88,11 +97,24 @@ def _check_data(config: RecipeConfig) -> None:
                     "a .tsv, .csv or .jsonl file", path)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"config key 'data.{key}': file {path!r} does not exist")
+            _check_rows(config, key, path)
         for split in ev.splits if ev.enabled else []:
             if getattr(d, split) is None:
                 raise ValueError(
                     f"config key 'evaluate.splits' asks for {split!r} but 'data.{split}' is not set"
                 )
+
+
+def _check_rows(config: RecipeConfig, key: str, path: str) -> None:
+    """Read every row of a data file now, so a bad row fails `--check` and `run` before any
+    model is built (the error names the file and line)."""
+    from keras_bertopt.data import read_file
+
+    d = config.data
+    try:
+        read_file(path, d.text_column, d.label_column, num_classes=config.model.num_classes)
+    except ValueError as err:
+        raise ValueError(f"config key 'data.{key}': {err}") from None
 
 
 def _check_finetune(config: RecipeConfig) -> None:
