@@ -22,17 +22,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from keras_bertopt.texts import is_text_list
+
 #: The input names every exported file has (int32, shape [batch, sequence_length]).
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
-
-
-def is_text_list(value: Any) -> bool:
-    """True for a list/tuple of strings or a 1-D string array."""
-    if isinstance(value, str):
-        return False
-    if isinstance(value, np.ndarray):
-        return value.dtype.kind in "USO" and value.ndim == 1
-    return isinstance(value, (list, tuple)) and all(isinstance(v, (str, bytes)) for v in value)
 
 
 def real_lengths(inputs: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -1,8 +1,7 @@
 """What `to_tflite` needs to know about a Keras model: QAT or not, position table, vocabulary.
 
 The only module of `keras_bertopt.export` that walks a model's layers (through
-Keras's private ``_flatten_layers``): a Keras upgrade that changes it touches
-this file alone.
+`keras_bertopt._compat.flatten_layers`, where Keras's private API is reached).
 """
 
 from __future__ import annotations
@@ -11,9 +10,12 @@ from typing import Any, Iterator
 
 
 def _layers(model: Any) -> Iterator[Any]:
-    """Every layer of `model`, nested ones included (Keras private API)."""
-    flatten = getattr(model, "_flatten_layers", None)
-    return iter(flatten(include_self=False, recursive=True)) if flatten else iter(())
+    """Every layer of `model`, nested ones included (none for a non-Keras object)."""
+    import keras
+
+    from keras_bertopt._compat import flatten_layers
+
+    return iter(flatten_layers(model)) if isinstance(model, keras.layers.Layer) else iter(())
 
 
 def is_quantize_aware(model: Any) -> bool:
