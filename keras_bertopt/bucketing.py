@@ -387,3 +387,26 @@ def padding_report(
         real += int(mask.astype(np.int64).sum())
         padded += shape[0] * shape[1]
     return PaddingReport(batches, examples, real, padded, shapes)
+
+
+def count_step_traces(model: Any) -> dict[str, int]:
+    """Count how often `fit` / `evaluate` / `predict` trace their step function.
+
+    Call before `fit`; the returned dict's ``"train"``, ``"test"`` and
+    ``"predict"`` entries grow by one each time TensorFlow traces the step
+    (Python runs the step body only while tracing). Bucketed batches of
+    unknown length trace the train step once (twice at most, for a short last
+    batch); XLA (``jit_compile=True``) additionally compiles once per distinct
+    shape, which `padding_report(...).shapes` lists.
+    """
+    counts = {"train": 0, "test": 0, "predict": 0}
+    for kind in counts:
+        step = getattr(model, f"{kind}_step")
+
+        def counted(*args: Any, _step: Any = step, _kind: str = kind, **kwargs: Any) -> Any:
+            counts[_kind] += 1
+            return _step(*args, **kwargs)
+
+        setattr(model, f"{kind}_step", counted)
+        setattr(model, f"{kind}_function", None)  # rebuilt on the next call, with the counter
+    return counts
