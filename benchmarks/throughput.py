@@ -266,6 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--accuracy-steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peak-n", type=int, default=2048)
+    parser.add_argument("--output-name", default=None, help="results file stem")
     args = parser.parse_args(argv)
     names = [c for c in args.configs.split(",") if c]
     if not names or any(c not in CONFIGS for c in names):
@@ -334,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             next(e for e in entries if e["name"] == "bucketed"), args
         )
     name = "throughput" if args.model == "minilm" else f"throughput_{args.model}"
-    path = common.write_result(name, result)
+    path = common.write_result(args.output_name or name, result)
     print(
         f"{'config':>14} {'ex/s':>7} {'real tok/s':>10} {'pad tok/s':>10} "
         f"{'MFU real':>8} {'MFU pad':>8} {'vs padded':>9}"

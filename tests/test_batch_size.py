@@ -89,14 +89,17 @@ def test_gradient_accumulation_equals_one_large_batch_step():
     schedule (indexed by optimizer steps, not micro-batches). Adam's epsilon is
     1.0 so its update stays near-linear in the gradient: with a tiny epsilon,
     Adam divides a near-zero gradient by its own size and float summation noise
-    (the only difference between the two runs) could flip whole updates.
+    (the only difference between the two runs) could flip whole updates. Keras
+    3.15 alone fails this: it evaluates the schedule at the micro-batch count
+    (`create_optimizer`'s optimizers evaluate it at the optimizer step).
     """
     texts, labels = kb.data.demo_examples("train", 32)
     texts, labels = np.array(texts), np.array(labels)
 
     def optimizer(**kwargs):
         return kb.optimizers.create_optimizer(
-            0.5, total_steps=4, warmup_steps=0, weight_decay=0.01, epsilon=1.0, **kwargs)
+            0.5, total_steps=4, warmup_steps=0, weight_decay=0.01, epsilon=1.0, **kwargs
+        )
 
     keras.utils.set_random_seed(0)
     large = _compiled(optimizer())
