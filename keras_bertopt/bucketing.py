@@ -260,7 +260,10 @@ def bucket_by_length(
     every epoch) before bucketing, so batch contents and order change between
     epochs. Pair with `dynamic_padding(model)` so the model's preprocessor pads
     each batch only to its bucket. Under a `tf.distribute` strategy,
-    `batch_size` is the global batch (Keras splits it over the replicas).
+    `batch_size` is the global batch (Keras splits it over the replicas); a
+    short last batch split unevenly over the replicas weighs its examples
+    slightly differently than one device would (Keras averages per-replica mean
+    losses), which `drop_remainder=True` avoids.
 
     Example:
 
