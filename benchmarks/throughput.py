@@ -30,6 +30,7 @@ loaded here).
 
     flock /tmp/kbo_bench.lock python benchmarks/throughput.py                # MiniLM
     python benchmarks/throughput.py --model tiny --rounds 2 --steps 4 --accuracy-steps 0
+    python benchmarks/throughput.py --quick       # MiniLM, padded vs bucketed, 2 x 3 steps
 
 Budget: MiniLM, 6 rounds x 6 steps x 5 configurations (180 timed steps of
 batch 32) plus XLA compilation of 6 shapes and 200 - 36 bucketed accuracy
@@ -267,7 +268,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peak-n", type=int, default=2048)
     parser.add_argument("--output-name", default=None, help="results file stem")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: padded vs bucketed, 2 x 3 steps"
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.configs, args.rounds, args.steps = "padded,bucketed", 2, 3
+        args.accuracy_steps, args.peak_n = 0, 1024
+        args.output_name = args.output_name or "throughput_quick"
     names = [c for c in args.configs.split(",") if c]
     if not names or any(c not in CONFIGS for c in names):
         parser.error(f"--configs must name some of {CONFIGS}")
