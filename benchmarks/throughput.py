@@ -269,6 +269,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--peak-n", type=int, default=2048)
     parser.add_argument("--output-name", default=None, help="results file stem")
     parser.add_argument(
+        "--no-warm-up",
+        action="store_true",
+        help="skip the compile pass (fine without XLA: the step is traced once, in the first "
+        "round's first step, which the rates leave out)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="smoke run: padded vs bucketed, 2 x 3 steps"
     )
     args = parser.parse_args(argv)
@@ -288,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in names:
         entry = build(name, args, texts, labels)
         start = time.perf_counter()
-        entry["compiled_shapes"] = warm_up(entry, texts, labels, args)
+        entry["compiled_shapes"] = 0 if args.no_warm_up else warm_up(entry, texts, labels, args)
         entry["warm_up_seconds"] = round(time.perf_counter() - start, 1)
         print(
             f"{name}: warmed up {entry['compiled_shapes']} shape(s) in "
