@@ -234,9 +234,24 @@ def build_rows(quick: bool) -> tuple[list[Row], dict[str, Any]]:
     shown = "not measured" if fraction is None else (
         f"{fraction:.1%} ({tp['achieved_flops_per_second'] / 1e9:.1f} of "
         f"{tp['peak_flops_per_second'] / 1e9:.1f} GFLOP/s, {tp['examples_per_second']:.1f} ex/s)")
-    rows.append(Row(f"training throughput vs matmul peak ({_get(tp, 'model') or 'MiniLM'})",
+    rows.append(Row(f"training FLOP utilization on real tokens, bucketed fit, vs matmul peak "
+                    f"({_get(tp, 'model') or 'MiniLM'})",
                     fraction, shown, ">= 50%", None if fraction is None else fraction >= 0.5,
                     "throughput", tq))
+    speedup = _get(tp, "ratios", "bucketed_vs_padded_examples_per_second")
+    rows.append(Row("fine-tune examples/s, length-bucketed vs padded-64 fit (MiniLM, SST-2)",
+                    speedup, _num(speedup, ".2f", "x"), ">= 3x",
+                    None if speedup is None else speedup >= 3.0, "throughput", tq))
+    ta, aq = result("throughput_accuracy")
+    gap = _get(ta, "accuracy", "difference_points")
+    rows.append(Row("SST-2 dev, bucketed vs padded fine-tune after the same examples (points)",
+                    gap, _num(gap, "+.2f", " pt"), "within 0.5 pt",
+                    None if gap is None else abs(gap) <= 0.5, "throughput_accuracy", aq))
+    epoch, eq = result("finetune_minilm_epoch")
+    accuracy = _get(epoch, "dev_accuracy")
+    rows.append(Row("dense MiniLM SST-2 dev after a full-epoch (bucketed) fine-tune",
+                    accuracy, _num(accuracy, ".4f"), ">= 0.890",
+                    None if accuracy is None else accuracy >= 0.89, "finetune_minilm_epoch", eq))
     return rows, used
 
 

@@ -14,6 +14,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "batch_size",
+    "bucketing",
     "callbacks",
     "cli",
     "data",

@@ -11,6 +11,9 @@ a keras-hub classifier carrying its preprocessor tokenizes them inside `fit`.
 * `load_glue`: GLUE tasks through tensorflow_datasets (imported only when called).
 * `length_report`: token-length percentiles and truncation per candidate
   `sequence_length`, to pick the length from data.
+* `bucket_by_length`, `dynamic_padding`, `padding_report` (from
+  `keras_bertopt.bucketing`): batches of similar length padded only to their
+  bucket, for any of the loaders above.
 """
 
 from __future__ import annotations
@@ -462,3 +465,27 @@ def load_glue(
     if shuffle:
         ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+# --------------------------------------------------------------------------------------
+# Length bucketing lives in keras_bertopt.bucketing (loaded on first use: it imports
+# keras-hub); its public names are reachable from here.
+# --------------------------------------------------------------------------------------
+
+_BUCKETING_NAMES = (
+    "DEFAULT_BOUNDS",
+    "DynamicPaddingPreprocessor",
+    "PaddingReport",
+    "bucket_bounds",
+    "bucket_by_length",
+    "dynamic_padding",
+    "padding_report",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BUCKETING_NAMES:
+        from keras_bertopt import bucketing
+
+        return getattr(bucketing, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -53,6 +53,7 @@ import keras
 from keras import ops
 
 from keras_bertopt import schedules
+from keras_bertopt._compat import learning_rate_schedule
 from keras_bertopt.selection import (
     EMBEDDING_PARTS,
     EMBEDDINGS,
@@ -208,6 +209,20 @@ class _PathRules:
         self._user_exclusions = _Untracked(var_list=[], var_names=None)
         self._multiplier_by_key: dict[Any, float] = {}
         self._multiplier_by_path: dict[str, float] = {}
+
+    # -- the learning rate under gradient accumulation -------------------------------
+
+    def _get_current_learning_rate(self) -> Any:
+        # Keras 3.15 evaluates a schedule at `_iterations`, which counts micro-batches
+        # when `gradient_accumulation_steps` is set, so warm-up and decay would run
+        # `gradient_accumulation_steps` times too fast (and differ from one large
+        # batch). The schedule's clock is the optimizer step: `iterations`.
+        schedule = learning_rate_schedule(self)
+        if self.gradient_accumulation_steps and isinstance(
+            schedule, keras.optimizers.schedules.LearningRateSchedule
+        ):
+            return schedule(self.iterations)
+        return super()._get_current_learning_rate()
 
     # -- weight decay ---------------------------------------------------------------
 

@@ -5,7 +5,8 @@ Each is a small `keras.callbacks.Callback` that writes its numbers into `logs`
 given `log_dir`, to TensorBoard:
 
 * `Throughput`: ``examples_per_second``, ``tokens_per_second`` (real tokens
-  from `padding_mask`; see `Throughput.count_tokens`).
+  from `padding_mask`; see `Throughput.count_tokens`), ``padded_tokens_per_second``
+  and, given `peak_flops`, ``mfu_real`` / ``mfu_padded`` (`TransformerCost`).
 * `LearningRateLogger`: ``learning_rate`` actually applied (and per group).
 * `SparsityLogger`: ``sparsity`` of variables selected by path.
 * `ValidationMetrics(data)`: ``val_accuracy``, ``val_precision``,
@@ -13,6 +14,7 @@ given `log_dir`, to TensorBoard:
   confusion matrix.
 """
 
+from keras_bertopt.callbacks.flops import TransformerCost
 from keras_bertopt.callbacks.learning_rate import LearningRateLogger, applied_learning_rates
 from keras_bertopt.callbacks.sparsity import SparsityLogger, sparsity_of
 from keras_bertopt.callbacks.throughput import Throughput
@@ -28,6 +30,7 @@ __all__ = [
     "LearningRateLogger",
     "SparsityLogger",
     "Throughput",
+    "TransformerCost",
     "ValidationMetrics",
     "applied_learning_rates",
     "classification_metrics",

@@ -1,7 +1,8 @@
-"""`Throughput`: examples/s and real (unpadded) tokens/s during `fit`."""
+"""`Throughput`: examples/s, real and padded tokens/s, and FLOP utilization during `fit`."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -11,11 +12,15 @@ import keras
 import numpy as np
 
 from keras_bertopt.callbacks._summary import ScalarWriter, check_every
+from keras_bertopt.callbacks.flops import TransformerCost
+
+#: Per-batch counts `count_tokens` records, in queue order.
+_FIELDS = ("examples", "tokens", "padded_tokens", "squared", "padded_squared")
 
 
 @keras.saving.register_keras_serializable(package="keras_bertopt")
 class Throughput(keras.callbacks.Callback):
-    """Logs ``examples_per_second`` and ``tokens_per_second`` of training.
+    """Logs ``examples_per_second``, ``tokens_per_second`` (real) and padded tokens/s of training.
 
     Rates are wall-clock over the training steps of each epoch: from the start
     of its first step (or the end of the last skipped step) to the end of its
@@ -32,7 +37,12 @@ class Throughput(keras.callbacks.Callback):
     training dataset through `count_tokens` before `fit` (it returns the same
     batches; each batch's token count goes through a queue that the callback
     reads in step order, so prefetching does not skew it). Without it,
-    ``tokens_per_second`` is NaN.
+    ``tokens_per_second`` is NaN. With it, ``padded_tokens_per_second`` (batch
+    x padded length: the work actually done) is logged too, and given
+    `peak_flops` (the machine's measured matmul FLOP/s), the model FLOP
+    utilization ``mfu_real`` (useful FLOPs: real tokens only) and
+    ``mfu_padded`` (FLOPs done on the padded tensors), from the encoder's cost
+    (`keras_bertopt.callbacks.flops.TransformerCost`).
 
     Example:
 
@@ -55,6 +65,10 @@ class Throughput(keras.callbacks.Callback):
         log_dir: optional TensorBoard directory.
         verbose: print how many steps were skipped (once per `fit`).
         mask_key: the feature holding the padding mask.
+        peak_flops: FLOP/s to measure utilization against (e.g. a measured
+            float32 matmul peak); None logs no utilization.
+        cost: the model's `TransformerCost`; by default counted from the
+            trained model when `peak_flops` is set.
     """
 
     def __init__(
@@ -64,12 +78,24 @@ class Throughput(keras.callbacks.Callback):
         log_dir: str | None = None,
         verbose: int = 1,
         mask_key: str = "padding_mask",
+        peak_flops: float | None = None,
+        cost: TransformerCost | None = None,
     ) -> None:
         super().__init__()
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"`warmup_steps` must be an integer >= 0, got {warmup_steps!r}")
         if not isinstance(mask_key, str) or not mask_key:
             raise ValueError(f"`mask_key` must be a feature name, got {mask_key!r}")
+        if peak_flops is not None and (
+            isinstance(peak_flops, bool)
+            or not isinstance(peak_flops, (int, float))
+            or not peak_flops > 0
+        ):
+            raise ValueError(f"`peak_flops` must be a positive number (FLOP/s), got {peak_flops!r}")
+        if cost is not None and not isinstance(cost, TransformerCost):
+            raise ValueError(f"`cost` must be a TransformerCost or None, got {cost!r}")
+        self.peak_flops = None if peak_flops is None else float(peak_flops)
+        self.cost = cost
         self.warmup_steps = warmup_steps
         self.every_n_steps = check_every(every_n_steps, "every_n_steps")
         self._writer = ScalarWriter(log_dir)
@@ -77,7 +103,7 @@ class Throughput(keras.callbacks.Callback):
         self.verbose = verbose
         self.mask_key = mask_key
         self._queue: Any = None
-        self._buffer: list[tuple[int, int, int]] = []
+        self._buffer: list[tuple[int, ...]] = []
         self.skipped_steps = 0
         #: per epoch: the logged rates and the measured steps, examples, tokens, seconds.
         self.epoch_rates: list[dict[str, Any]] = []
@@ -111,7 +137,9 @@ class Throughput(keras.callbacks.Callback):
         layer = getattr(preprocessor, "preprocessor", None) or preprocessor
         if self._queue is None:
             self._queue = tf.queue.FIFOQueue(
-                capacity=1 << 20, dtypes=[tf.int64] * 3, shapes=[[], [], []]
+                capacity=1 << 20,
+                dtypes=[tf.int64] * (1 + len(_FIELDS)),
+                shapes=[[]] * (1 + len(_FIELDS)),
             )
         queue = self._queue
         mask_key = self.mask_key
@@ -135,8 +163,18 @@ class Throughput(keras.callbacks.Callback):
                     "keras-hub task or its preprocessor) so tokens can be counted"
                 )
             mask = tf.cast(mask, tf.int64)
+            lengths = tf.reduce_sum(mask, axis=-1)
+            shape = tf.shape(mask, out_type=tf.int64)
+            padded = shape[0] * shape[1]
             counts = tf.stack(
-                [index, tf.shape(mask, out_type=tf.int64)[0], tf.reduce_sum(mask)]
+                [
+                    index,
+                    shape[0],
+                    tf.reduce_sum(lengths),
+                    padded,
+                    tf.reduce_sum(lengths * lengths),
+                    padded * shape[1],
+                ]
             )
             return counts, element
 
@@ -153,21 +191,17 @@ class Throughput(keras.callbacks.Callback):
             .map(record)
         )
 
-    def _drain(self, steps: int) -> tuple[int, int | None]:
-        """Examples and tokens of the next `steps` training steps (tokens None if unknown)."""
+    def _drain(self, steps: int) -> dict[str, int | None]:
+        """Counts (`_FIELDS`) of the next `steps` training steps (token counts None if unknown)."""
         if self._queue is None:
             count = self._examples_seen()
             examples = count - self._count_at_drain
             self._count_at_drain = count
-            return examples, None
+            return {"examples": examples, **{k: None for k in _FIELDS[1:]}}
         available = int(self._queue.size())
         if available:
-            index, examples, tokens = (
-                np.asarray(t) for t in self._queue.dequeue_many(available)
-            )
-            self._buffer.extend(
-                zip(index.tolist(), examples.tolist(), tokens.tolist(), strict=True)
-            )
+            columns = [np.asarray(t).tolist() for t in self._queue.dequeue_many(available)]
+            self._buffer.extend(zip(*columns, strict=True))
             # Index 0 starts a new pass of the dataset (a new iterator): batches
             # still queued from an older pass (e.g. the one Keras reads to build a
             # model under a distribution strategy) were never trained on.
@@ -182,7 +216,7 @@ class Throughput(keras.callbacks.Callback):
                 "passed to fit the one returned by count_tokens()?",
                 stacklevel=2,
             )
-        return sum(e[1] for e in taken), sum(e[2] for e in taken)
+        return {key: sum(e[1 + i] for e in taken) for i, key in enumerate(_FIELDS)}
 
     def _examples_seen(self) -> int:
         for metric in self.model.metrics:
@@ -201,37 +235,54 @@ class Throughput(keras.callbacks.Callback):
         self._warned_short = False
         self._buffer = []
         self.epoch_rates = []
+        if self.peak_flops is not None and self.cost is None:
+            self.cost = TransformerCost.of(self.model)
         if self._queue is not None:
             stale = int(self._queue.size())
             if stale:
                 self._queue.dequeue_many(stale)
 
+    @staticmethod
+    def _fresh(now: float) -> dict[str, Any]:
+        return {"t0": now, "steps": 0, **{key: 0 for key in _FIELDS}}
+
     def _reset_window(self, now: float) -> None:
-        self._window = {"t0": now, "steps": 0, "examples": 0, "tokens": 0}
+        self._window = self._fresh(now)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         now = time.perf_counter()
         self._count_at_drain = 0  # Keras resets its metrics before each epoch
         self._pending = 0
-        self._epoch = {"t0": now, "steps": 0, "examples": 0, "tokens": 0}
+        self._epoch = self._fresh(now)
         self._reset_window(now)
         self._last_end = now
         self._waiting_first_batch = True
 
-    def _add(self, examples: int, tokens: int | None) -> None:
+    def _add(self, counts: dict[str, int | None]) -> None:
         for acc in (self._epoch, self._window):
-            acc["examples"] += examples
-            acc["tokens"] = None if tokens is None or acc["tokens"] is None else (
-                acc["tokens"] + tokens
-            )
+            for key, value in counts.items():
+                acc[key] = None if value is None or acc[key] is None else acc[key] + value
 
-    @staticmethod
-    def _rates(acc: dict[str, Any], end: float) -> dict[str, float]:
+    def _rates(self, acc: dict[str, Any], end: float) -> dict[str, float]:
         elapsed = end - acc["t0"]
+        keys = ["examples_per_second", "tokens_per_second", "padded_tokens_per_second"]
+        if self.peak_flops is not None:
+            keys += ["mfu_real", "mfu_padded"]
+        rates = dict.fromkeys(keys, math.nan)
         if acc["steps"] == 0 or elapsed <= 0:
-            return {"examples_per_second": math.nan, "tokens_per_second": math.nan}
-        tokens = math.nan if acc["tokens"] is None else acc["tokens"] / elapsed
-        return {"examples_per_second": acc["examples"] / elapsed, "tokens_per_second": tokens}
+            return rates
+        rates["examples_per_second"] = acc["examples"] / elapsed
+        if acc["tokens"] is None:
+            return rates
+        rates["tokens_per_second"] = acc["tokens"] / elapsed
+        rates["padded_tokens_per_second"] = acc["padded_tokens"] / elapsed
+        if self.peak_flops is not None and self.cost is not None:
+            budget = self.peak_flops * elapsed
+            rates["mfu_real"] = self.cost.training_flops(acc["tokens"], acc["squared"]) / budget
+            rates["mfu_padded"] = (
+                self.cost.training_flops(acc["padded_tokens"], acc["padded_squared"]) / budget
+            )
+        return rates
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         if self._waiting_first_batch:
@@ -250,7 +301,7 @@ class Throughput(keras.callbacks.Callback):
             self._pending = 0
             self.skipped_steps += 1
             now = time.perf_counter()
-            self._epoch = {"t0": now, "steps": 0, "examples": 0, "tokens": 0}
+            self._epoch = self._fresh(now)
             self._reset_window(now)
             self._last_end = now
             return
@@ -258,7 +309,7 @@ class Throughput(keras.callbacks.Callback):
         self._window["steps"] += 1
         self._last_end = time.perf_counter()
         if self.every_n_steps is not None and self._step % self.every_n_steps == 0:
-            self._add(*self._drain(self._pending))
+            self._add(self._drain(self._pending))
             self._pending = 0
             rates = self._rates(self._window, self._last_end)
             if logs is not None:
@@ -268,7 +319,7 @@ class Throughput(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self._pending:
-            self._add(*self._drain(self._pending))
+            self._add(self._drain(self._pending))
             self._pending = 0
         rates = self._rates(self._epoch, self._last_end)
         self.epoch_rates.append(
@@ -277,6 +328,7 @@ class Throughput(keras.callbacks.Callback):
                 "steps": self._epoch["steps"],
                 "examples": self._epoch["examples"],
                 "tokens": self._epoch["tokens"],
+                "padded_tokens": self._epoch["padded_tokens"],
                 "seconds": self._last_end - self._epoch["t0"],
             }
         )
@@ -300,8 +352,13 @@ class Throughput(keras.callbacks.Callback):
             "log_dir": self.log_dir,
             "verbose": self.verbose,
             "mask_key": self.mask_key,
+            "peak_flops": self.peak_flops,
+            "cost": None if self.cost is None else dataclasses.asdict(self.cost),
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Throughput:
+        config = dict(config)
+        if isinstance(config.get("cost"), dict):
+            config["cost"] = TransformerCost(**config["cost"])
         return cls(**config)

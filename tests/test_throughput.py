@@ -1,0 +1,62 @@
+"""Throughput with padded tokens and FLOP utilization; TransformerCost counting."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_bertopt as kb
+from keras_bertopt.callbacks import Throughput
+from keras_bertopt.callbacks.flops import TransformerCost
+
+
+def test_transformer_cost_counts_kernels_and_attention_by_hand():
+    model = kb.models.build_classifier(kb.models.TinyConfig(), 2, 32)  # hidden 32, ff 64, 2 layers
+    cost = TransformerCost.of(model)
+    per_layer = 4 * 32 * 32 + 2 * 32 * 64  # q, k, v, out + two feed-forward kernels
+    assert cost.matmul_weights == 2 * per_layer
+    assert cost.attention_dims == 2 * (2 * 16 + 2 * 16)  # 2 heads x (key 16 + value 16)
+    # one sequence of 10 tokens: 3 x (2 W s + 2 A s^2)
+    assert cost.training_flops(10, 100) == 3 * (2 * 2 * per_layer * 10 + 2 * 128 * 100)
+    with pytest.raises(ValueError, match="`model`"):
+        TransformerCost.of(object())
+
+
+def test_padded_tokens_and_utilization_follow_the_counts(tiny_classifier):
+    texts, labels = kb.data.demo_examples("train", 64)
+    kb.data.dynamic_padding(tiny_classifier, bounds=(8, 16))
+    train = kb.data.bucket_by_length((texts, labels), tiny_classifier, 16, shuffle=False)
+    report = kb.data.padding_report(train, tiny_classifier)
+    tiny_classifier.compile(
+        optimizer="adamw", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    peak = 1e9
+    throughput = Throughput(warmup_steps=0, verbose=0, peak_flops=peak)
+    history = tiny_classifier.fit(
+        throughput.count_tokens(train, tiny_classifier), epochs=1, verbose=0,
+        callbacks=[throughput],
+    )
+    epoch = throughput.epoch_rates[0]
+    assert (epoch["examples"], epoch["tokens"], epoch["padded_tokens"]) == (
+        64, report.real_tokens, report.padded_tokens)
+    assert report.padded_tokens < 64 * 32  # bucketed: less than the fixed 32
+    h = {k: v[0] for k, v in history.history.items()}
+    assert h["padded_tokens_per_second"] == pytest.approx(report.padded_tokens / epoch["seconds"])
+    assert h["tokens_per_second"] == pytest.approx(report.real_tokens / epoch["seconds"])
+    # squared lengths from the same batches, by hand
+    pre = tiny_classifier.preprocessor
+    squared = padded_squared = 0
+    for x, _ in train:
+        mask = np.asarray(pre(x)["padding_mask"]).astype(np.int64)
+        squared += int((mask.sum(axis=1) ** 2).sum())
+        padded_squared += mask.shape[0] * mask.shape[1] ** 2
+    cost = TransformerCost.of(tiny_classifier)
+    budget = peak * epoch["seconds"]
+    assert h["mfu_real"] == pytest.approx(cost.training_flops(report.real_tokens, squared) / budget)
+    assert h["mfu_padded"] == pytest.approx(
+        cost.training_flops(report.padded_tokens, padded_squared) / budget)
+    assert h["mfu_padded"] > h["mfu_real"] > 0
+    # the config round-trips, the cost included
+    again = Throughput.from_config(throughput.get_config())
+    assert again.cost == cost and again.peak_flops == peak
+    with pytest.raises(ValueError, match="`peak_flops`"):
+        Throughput(peak_flops=0)
