@@ -75,6 +75,13 @@ def is_quantize_aware(model: Any) -> bool:
     return bool(getattr(model, "quantize_aware", False))
 
 
+def _qat_converter_options(model: Any) -> dict[str, Any]:
+    """Converter settings a QAT model's graph needs (its `QuantizationConfig` decides)."""
+    from keras_bertopt.quantization import qat_converter_options
+
+    return qat_converter_options(model)
+
+
 def max_sequence_length(model: Any) -> int | None:
     """The longest sequence the model's position table takes (None if unknown)."""
     backbone = getattr(model, "backbone", None)
@@ -282,7 +289,9 @@ def _convert(
                     yield {k: calibration[k][start:start + rows] for k in INPUT_NAMES}
 
             converter.representative_dataset = representative_dataset
-        for name, value in (converter_options or {}).items():
+        options = dict(_qat_converter_options(model)) if quantization == "int8" and qat else {}
+        options.update(converter_options or {})
+        for name, value in options.items():
             setattr(converter, name, value)
         if keep_float_ops:
             # Selective post-training quantization: the denylisted op types stay float.

@@ -14,6 +14,7 @@ qat.fit(train_ds, epochs=1)
 """
 
 from keras_bertopt.quantization.config import QuantizationConfig
+from keras_bertopt.quantization.integer import ActivationRanges
 from keras_bertopt.quantization.layers import LayerQuantizer, quantizer_of
 from keras_bertopt.quantization.quantizers import (
     einsum_reduce_axes,
@@ -24,11 +25,13 @@ from keras_bertopt.quantization.quantizers import (
 from keras_bertopt.quantization.wrapper import (
     QuantizeAwareTextClassifier,
     is_quantize_aware,
+    qat_converter_options,
     quantize_aware,
     quantized_layers,
 )
 
 __all__ = [
+    "ActivationRanges",
     "LayerQuantizer",
     "QuantizationConfig",
     "QuantizeAwareTextClassifier",
@@ -36,6 +39,7 @@ __all__ = [
     "fake_quant_activation",
     "fake_quant_weight",
     "is_quantize_aware",
+    "qat_converter_options",
     "quantize_aware",
     "quantized_layers",
     "quantizer_of",
