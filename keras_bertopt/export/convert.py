@@ -14,7 +14,9 @@ quantization      converter settings
 ``"float16"``     optimizations=[DEFAULT], supported_types=[float16]
 ``"dynamic"``     optimizations=[DEFAULT]: int8 weights, float activations
 ``"int8"`` (QAT)  optimizations=[DEFAULT], no representative data: the
-                  converter uses the model's fake-quant ranges
+                  converter uses the model's fake-quant ranges, with the
+                  settings its `QuantizationConfig.converter_options()` asks
+                  for (strict QDQ by default)
 ``"int8"``        optimizations=[DEFAULT] + representative_dataset from
 (float model)     `representative_data`: post-training full int8 (ops without
                   an int8 kernel stay float)

@@ -6,6 +6,12 @@ TFLiteConverter (optimizations=[DEFAULT]) to real int8 FULLY_CONNECTED ops
 using the learned ranges, without representative data
 (`keras_bertopt.export.to_tflite(model, path, quantization="int8")`).
 
+The default graph runs every Dense / EinsumDense as an int8 FULLY_CONNECTED and
+keeps LayerNorm, softmax and the two attention matmuls float (LiteRT's int8
+BATCH_MATMUL has no XNNPack kernel); `QuantizationConfig(fully_integer=True)`
+makes every op between the int32 inputs and the logits int8 / int32, for NPUs
+and int8-only delegates.
+
 ```python
 from keras_bertopt.quantization import quantize_aware, QuantizationConfig
 qat = quantize_aware(float_classifier, QuantizationConfig(exclude=r"^logits/"))

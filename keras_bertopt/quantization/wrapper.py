@@ -165,7 +165,8 @@ class QuantizeAwareTextClassifier(keras_hub.models.TextClassifier):
     @property
     def quantized_paths(self) -> list[str]:
         """Kernel paths of the quantized Dense / EinsumDense layers, in model order."""
-        return [q.target for q in self.quantizers if not q.weights_only]
+        return [q.target for q in self.quantizers
+                if isinstance(q, LayerQuantizer) and not q.weights_only]
 
     @property
     def quantized_embedding_paths(self) -> list[str]:
