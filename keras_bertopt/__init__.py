@@ -17,6 +17,7 @@ _SUBMODULES = (
     "callbacks",
     "cli",
     "data",
+    "distillation",
     "distribute",
     "export",
     "files",
