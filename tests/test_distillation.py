@@ -56,6 +56,11 @@ def test_shrink_copies_the_chosen_layers_exactly(teacher):
     assert default.backbone.num_layers == 2
     assert _same(tb.transformer_layers[0], default.backbone.transformer_layers[0])
     assert _same(tb.transformer_layers[3], default.backbone.transformer_layers[1])
+    # A frozen teacher (a Distiller sets trainable=False) still gives a trainable student.
+    teacher.trainable = False
+    frozen_copy = shrink(teacher, num_layers=2)
+    teacher.trainable = True
+    assert len(frozen_copy.trainable_weights) == len(default.trainable_weights) > 20
     # All layers kept: the same function.
     x = teacher.preprocessor(["a good film", "not a bad film"])
     full = shrink(teacher, num_layers=4)

@@ -101,7 +101,9 @@ def shrink(
     same object, so the same vocabulary and sequence length) as `model`, with
     transformer layer ``i`` a copy of teacher layer ``keep_layers[i]``; the
     embeddings, the pooler and the classification head are copied too. `model`
-    is not changed.
+    is not changed. The copy is trainable even when `model` is frozen (a
+    `Distiller` freezes its teacher), so ``shrink(model, num_layers=L)`` with
+    all `L` layers is a trainable copy of a teacher.
 
     Example:
 
@@ -148,6 +150,8 @@ def shrink(
     if not isinstance(student, keras_hub.models.Task):
         raise ValueError(f"`model` must be a keras-hub task, got {type(model).__name__}")
 
+    # A teacher that a Distiller froze has trainable=False in its config: the copy trains.
+    student.trainable = True
     for name in (
         "token_embedding",
         "position_embedding",
