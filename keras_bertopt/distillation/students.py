@@ -150,7 +150,9 @@ def shrink(
     if not isinstance(student, keras_hub.models.Task):
         raise ValueError(f"`model` must be a keras-hub task, got {type(model).__name__}")
 
-    # A teacher that a Distiller froze has trainable=False in its config: the copy trains.
+    # A teacher that a Distiller froze has trainable=False in its configs: the copy trains.
+    # (Setting it on the task does not reach a keras-hub task's backbone: set both.)
+    new_backbone.trainable = True
     student.trainable = True
     for name in (
         "token_embedding",
