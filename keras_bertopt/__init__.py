@@ -21,6 +21,7 @@ _SUBMODULES = (
     "distribute",
     "export",
     "files",
+    "metrics",
     "models",
     "optimizers",
     "pruning",
