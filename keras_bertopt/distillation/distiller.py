@@ -282,6 +282,11 @@ class Distiller(keras.distillation.Distiller):
         if attention_weight > 0:
             self.attention_tracker = keras.metrics.Mean(name="attention_loss")
 
+    @property
+    def preprocessor(self) -> Any:
+        """The student's preprocessor (what `fit` runs on raw text)."""
+        return getattr(self.student, "preprocessor", None)
+
     # -- data: the student's preprocessor in the tf.data pipeline ------------
     def preprocess_samples(self, x: Any, y: Any = None, sample_weight: Any = None) -> Any:
         """Run the student's preprocessor on a batch (targets pass through)."""
