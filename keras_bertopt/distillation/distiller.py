@@ -298,9 +298,15 @@ class Distiller(keras.distillation.Distiller):
     def _pipeline(
         self, x: Any, y: Any = None, sample_weight: Any = None, batch_size: Any = None
     ) -> Any:
+        import tensorflow as tf
+
+        # Not through autograph: it converted the preprocessor's call into a wrong-arity
+        # function in some runs ("tf__preprocessor() takes from -1 to 1 positional
+        # arguments"); keras-hub preprocessors are graph-safe as they are.
+        fn = tf.autograph.experimental.do_not_convert(self.preprocess_samples)
         return (
             as_dataset(x, y, sample_weight, batch_size)
-            .map(self.preprocess_samples, num_parallel_calls=_autotune())
+            .map(fn, num_parallel_calls=_autotune())
             .prefetch(_autotune())
         )
 
