@@ -1,7 +1,7 @@
 """Knowledge distillation on MiniLM-L6 + SST-2: shallower students, pruning and QAT under KD.
 
 One run, the same training budget for every trained row (``--examples`` SST-2
-train sentences, one epoch, batch 32, sequence length 64; default 1280 = 40
+train sentences, one epoch, batch 32, sequence length 64; default 512 = 16
 steps), all rows starting from the same teacher and seeing the same batches:
 
 * teacher: `common.finetuned_minilm()` (200 AdamW steps, cached), or a `.keras`
@@ -343,7 +343,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--examples",
         type=int,
-        default=1280,
+        default=512,
         help="SST-2 train examples per trained row (one epoch)",
     )
     parser.add_argument("--student-layers", type=int, default=3)
@@ -352,9 +352,9 @@ def main(argv=None) -> None:
     parser.add_argument("--student-lr", type=float, default=1e-4)
     parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.8])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--timing-steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--timing-steps", type=int, default=3)
     parser.add_argument("--dev-limit", type=int, default=None)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
