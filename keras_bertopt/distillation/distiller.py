@@ -281,6 +281,9 @@ class Distiller(keras.distillation.Distiller):
             self.hidden_state_tracker = keras.metrics.Mean(name="hidden_state_loss")
         if attention_weight > 0:
             self.attention_tracker = keras.metrics.Mean(name="attention_loss")
+        # Teacher, student and projections are built: so is the distiller (what
+        # keras.callbacks.BackupAndRestore asks before `fit`).
+        self.built = True
 
     @property
     def preprocessor(self) -> Any:
