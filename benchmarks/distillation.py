@@ -176,6 +176,16 @@ def interleaved_latency(files: dict, rounds: int, runs: int) -> dict:
     return {name: sorted(v)[len(v) // 2] for name, v in medians.items()}
 
 
+def checkpoint(args, result: dict, accuracy: dict, sections: str) -> None:
+    """Write what is measured so far (a long run cut short still leaves its rows)."""
+    partial = {
+        **result,
+        "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
+        "partial": f"sections ({sections}) only",
+    }
+    write_result("distillation_quick" if args.quick else "distillation", partial)
+
+
 def run(args) -> dict:
     import keras
 
@@ -240,6 +250,7 @@ def run(args) -> dict:
     latency = interleaved_latency(files, args.rounds, args.runs)
     latency["student_vs_teacher"] = round(latency["student"] / latency["teacher"], 3)
     result["latency_ms_float32_len128"] = latency
+    checkpoint(args, result, accuracy, "a")
     log(f"latency {latency}")
 
     # (b) magnitude pruning with / without KD ---------------------------------
@@ -277,6 +288,7 @@ def run(args) -> dict:
             del student, pruning
             gc.collect()
     result["sparsity_reached"] = sparsity_reached
+    checkpoint(args, result, accuracy, "a, b")
 
     # (c) QAT int8 with / without KD ------------------------------------------
     for name, alpha in (("qat_kd", args.alpha), ("qat_hard", 0.0)):
@@ -306,6 +318,7 @@ def run(args) -> dict:
         del qat, runner
         gc.collect()
 
+    checkpoint(args, result, accuracy, "a, b, c")
     timing = step_times(teacher, train, args)
     kd_row = result["training"]["student_kd"]["median_step_ms"]
     hard_row = result["training"]["student_hard"]["median_step_ms"]
