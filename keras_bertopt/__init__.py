@@ -20,6 +20,7 @@ _SUBMODULES = (
     "cli",
     "data",
     "demo",
+    "distillation",
     "distribute",
     "export",
     "files",

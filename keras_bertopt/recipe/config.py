@@ -127,6 +127,40 @@ class FinetuneConfig:
 
 
 @dataclasses.dataclass
+class TeacherConfig:
+    """Knowledge distillation for a training stage (`keras_bertopt.distillation.Distiller`).
+
+    `teacher`: the stage whose model teaches (``finetune``: the fine-tuned dense
+    model); null trains on the labels alone. The loss is ``(1 - alpha)`` x the
+    hard-label loss + ``alpha`` x Hinton's T**2-scaled soft-target KL divergence
+    at `temperature`.
+    """
+
+    teacher: Literal["finetune"] | None = None
+    temperature: float = 2.0
+    alpha: float = 0.5
+
+
+@dataclasses.dataclass
+class DistillConfig:
+    """Stage ``distill``: a shallower student (`keras_bertopt.distillation.shrink`) of the
+    fine-tuned model, trained against it with KD.
+
+    `num_layers` (evenly spaced, first and last kept) or `keep_layers` (0-based
+    teacher layers) choose the student's layers (default: half the teacher's).
+    """
+
+    enabled: bool = False
+    num_layers: int | None = None
+    keep_layers: list[int] | None = None
+    temperature: float = 2.0
+    alpha: float = 0.5
+    epochs: int = 1
+    steps_per_epoch: int | None = None
+    learning_rate: float = 1e-4
+
+
+@dataclasses.dataclass
 class PruneConfig:
     """Gradual magnitude pruning (`keras_bertopt.pruning.MagnitudePruning`) in `fit`.
 
@@ -155,6 +189,7 @@ class PruneConfig:
     frequency: int = 10
     power: int = 3
     learning_rate: float = 2e-4
+    distill: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
 
 
 @dataclasses.dataclass
@@ -175,6 +210,7 @@ class QATConfig:
     learning_rate: float = 1e-4
     preserve_sparsity: bool = True
     quantize_embeddings: bool = True
+    distill: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
 
 
 @dataclasses.dataclass
@@ -235,6 +271,7 @@ class RecipeConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
+    distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
     prune: PruneConfig = dataclasses.field(default_factory=PruneConfig)
     qat: QATConfig = dataclasses.field(default_factory=QATConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
@@ -281,9 +318,11 @@ def demo_config(output_dir: str | None = None) -> RecipeConfig:
             optimizer=OptimizerConfig(kind="adamw", peak_learning_rate=3e-3, weight_decay=0.01),
             schedule=ScheduleConfig(kind="linear", warmup_ratio=0.1),
         ),
+        distill=DistillConfig(enabled=False, num_layers=1),
         prune=PruneConfig(target_sparsity=0.5, epochs=1, steps_per_epoch=64, frequency=8,
-                          learning_rate=2e-4),
-        qat=QATConfig(epochs=1, steps_per_epoch=48, learning_rate=1e-4),
+                          learning_rate=2e-4, distill=TeacherConfig(teacher="finetune")),
+        qat=QATConfig(epochs=1, steps_per_epoch=48, learning_rate=1e-4,
+                      distill=TeacherConfig(teacher="finetune")),
         export=ExportConfig(quantization=["none", "dynamic", "int8"], qat_quantization=["int8"]),
         evaluate=EvaluateConfig(splits=["validation", "test"]),
     )

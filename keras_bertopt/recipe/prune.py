@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from keras_bertopt.recipe import training
+from keras_bertopt.recipe import distill, training
 from keras_bertopt.recipe.config import PruneConfig
 
 if TYPE_CHECKING:
@@ -74,11 +74,12 @@ def run(recipe: Recipe) -> dict[str, Any]:
             schedule=schedule, include=pr.include, exclude=pr.exclude, **pattern_kwargs(pr)
         )
         logger = callbacks.SparsityLogger(include=pr.include, exclude=pr.exclude)
-        return training.Setup(model, keras.optimizers.AdamW(pr.learning_rate, weight_decay=0.0),
+        return training.Setup(distill.wrap(recipe, model, pr.distill),
+                              keras.optimizers.AdamW(pr.learning_rate, weight_decay=0.0),
                               [callback, logger], result={"end_step": end})
 
     def finish(model: Any) -> tuple[Any, dict[str, Any]]:
-        plain = pruning.strip_pruning(model)
+        plain = distill.unwrap(pruning.strip_pruning(model))
         return plain, {"sparsity": _sparsity(plain, pr)}
 
     return training.train(recipe, "prune", seed_offset=1, epochs=pr.epochs,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from keras_bertopt.recipe import training
+from keras_bertopt.recipe import distill, training
 from keras_bertopt.recipe.config import PruneConfig
 
 if TYPE_CHECKING:
@@ -41,14 +41,17 @@ def run(recipe: Recipe) -> dict[str, Any]:
         qmodel = quantization.quantize_aware(
             model, quantization.QuantizationConfig(quantize_embeddings=q.quantize_embeddings)
         )
-        extra = [keep_sparsity(qmodel, pr)] if preserve else []
-        return training.Setup(qmodel, keras.optimizers.AdamW(q.learning_rate, weight_decay=0.0),
+        trained = distill.wrap(recipe, qmodel, q.distill)
+        extra = [keep_sparsity(trained, pr)] if preserve else []
+        return training.Setup(trained, keras.optimizers.AdamW(q.learning_rate, weight_decay=0.0),
                               extra)
 
-    def finish(qmodel: Any) -> tuple[Any, dict[str, Any]]:
+    def finish(trained: Any) -> tuple[Any, dict[str, Any]]:
+        if preserve:
+            pruning.strip_pruning(trained)
+        qmodel = distill.unwrap(trained)
         if not preserve:
             return qmodel, {}
-        pruning.strip_pruning(qmodel)
         kept = pruning.sparsity_report(qmodel, pr.include, pr.exclude)
         return qmodel, {"sparsity": {"pruned_variables": kept.sparsity,
                                      "overall": pruning.sparsity_report(qmodel).sparsity}}

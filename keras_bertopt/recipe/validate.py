@@ -192,6 +192,63 @@ def _check_prune(config: RecipeConfig) -> None:
                 "'per_variable' when prune.pattern is 'n:m'", pr.scope)
     check_patterns("prune.include", pr.include)
     check_patterns("prune.exclude", pr.exclude)
+    _check_teacher(config, "prune")
+
+
+def _check_teacher(config: RecipeConfig, section: str) -> None:
+    """`<section>.distill`: a teacher stage that runs, and valid KD settings."""
+    t = getattr(config, section).distill
+    if t.teacher is None:
+        return
+    key = f"{section}.distill"
+    require(getattr(config, t.teacher).enabled, f"{key}.teacher",
+            f"a stage that runs ('{t.teacher}.enabled' is false)", t.teacher)
+    _check_kd(key, t.temperature, t.alpha)
+
+
+def _check_kd(key: str, temperature: float, alpha: float) -> None:
+    require(temperature > 0, f"{key}.temperature", "a number > 0", temperature)
+    require(0 <= alpha <= 1, f"{key}.alpha",
+            "a number in [0, 1] (the weight of the teacher's soft targets)", alpha)
+
+
+def _teacher_layers(config: RecipeConfig) -> int | None:
+    """The fine-tuned model's transformer layer count, when known without building it."""
+    m = config.model
+    if m.source == "tiny":
+        return m.tiny.num_layers
+    try:
+        from keras_bertopt.models import read_checkpoint_config
+        from keras_bertopt.recipe.config import resolve_model_source
+
+        return int(read_checkpoint_config(resolve_model_source(m.source))["num_hidden_layers"])
+    except (OSError, ValueError, KeyError):
+        return None  # a preset or an unreadable source: checked when the stage builds it
+
+
+def _check_distill(config: RecipeConfig) -> None:
+    d = config.distill
+    if not d.enabled:
+        return
+    require(config.finetune.enabled, "distill.enabled",
+            "false unless 'finetune.enabled' is true (the fine-tuned model is the teacher)",
+            d.enabled)
+    _check_kd("distill", d.temperature, d.alpha)
+    require(d.num_layers is None or d.keep_layers is None, "distill.keep_layers",
+            "null when distill.num_layers is set (give one of them)", d.keep_layers)
+    layers = _teacher_layers(config)
+    limit = layers if layers is not None else 10**6
+    if d.num_layers is not None:
+        require(1 <= d.num_layers <= limit, "distill.num_layers",
+                f"an integer in [1, {limit}] (the teacher's layers)", d.num_layers)
+    if d.keep_layers is not None:
+        keep = d.keep_layers
+        require(bool(keep) and all(0 <= i < limit for i in keep) and len(set(keep)) == len(keep),
+                "distill.keep_layers",
+                f"distinct teacher layer indices in [0, {limit - 1}]", keep)
+    require(d.epochs >= 1, "distill.epochs", "an integer >= 1", d.epochs)
+    check_steps("distill.steps_per_epoch", d.steps_per_epoch)
+    require(d.learning_rate > 0, "distill.learning_rate", "a number > 0", d.learning_rate)
 
 
 def _check_qat(config: RecipeConfig) -> None:
@@ -201,6 +258,7 @@ def _check_qat(config: RecipeConfig) -> None:
     require(q.epochs >= 1, "qat.epochs", "an integer >= 1", q.epochs)
     check_steps("qat.steps_per_epoch", q.steps_per_epoch)
     require(q.learning_rate > 0, "qat.learning_rate", "a number > 0", q.learning_rate)
+    _check_teacher(config, "qat")
 
 
 def _check_export(config: RecipeConfig) -> None:
@@ -252,6 +310,7 @@ SECTIONS: list[Callable[[RecipeConfig], None]] = [
     _check_model,
     _check_data,
     _check_finetune,
+    _check_distill,
     _check_prune,
     _check_qat,
     _check_export,
