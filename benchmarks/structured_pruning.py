@@ -130,7 +130,18 @@ def _interleaved_latency(paths: dict[str, str], rounds: int, runs: int) -> dict[
             for k, v in medians.items()}
 
 
-def _litert_latency(path: str, builtin_only: bool, runs: int) -> float:
+def _sparse_tensors(path: str) -> int:
+    """Tensors the converter wrote in a sparse format (with sparsity metadata)."""
+    from keras_bertopt.export.runner import _schema, read_tflite_bytes
+
+    data = read_tflite_bytes(path)
+    root = _schema().Model.GetRootAs(data, 0)
+    return sum(root.Subgraphs(s).Tensors(t).Sparsity() is not None
+               for s in range(root.SubgraphsLength())
+               for t in range(root.Subgraphs(s).TensorsLength()))
+
+
+def _litert_latency(path: str, builtin_only: bool, runs: int, vocabulary: int) -> float:
     """Median batch-1 one-thread latency (ms), optionally without XNNPack."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -143,7 +154,7 @@ def _litert_latency(path: str, builtin_only: bool, runs: int) -> float:
     runner = interpreter.get_signature_runner("serving_default")
     length = int(runner.get_input_details()["token_ids"]["shape"][1])
     rng = np.random.default_rng(0)
-    feed = {"token_ids": rng.integers(1, 1000, (1, length)).astype(np.int32),
+    feed = {"token_ids": rng.integers(1, min(vocabulary, 1000), (1, length)).astype(np.int32),
             "segment_ids": np.zeros((1, length), np.int32),
             "padding_mask": np.ones((1, length), np.int32)}
     for _ in range(3):
@@ -194,11 +205,14 @@ def _sparse_kernels(model: Any, folder: str, sparsity: float, runs: int, dev: tu
             accuracy = TFLiteClassifier(path, model.preprocessor, num_threads=1).evaluate(dev)
             row = {"mode": label, "block_shape": list(block), "written": written,
                    "size_bytes": os.path.getsize(path),
-                   "weight_sparsity": inspect_tflite(path)["weight_sparsity"],
+                   "sparse_tensors": _sparse_tensors(path),
                    "dev_accuracy_one_shot": accuracy["accuracy"]}
+            if written == "dense":  # values of sparse-format tensors are not readable here
+                row["weight_sparsity"] = inspect_tflite(path)["weight_sparsity"]
             for key, builtin in (("xnnpack_ms", False), ("builtin_no_xnnpack_ms", True)):
                 try:
-                    row[key] = _litert_latency(path, builtin, runs)
+                    row[key] = _litert_latency(path, builtin, runs,
+                                               model.backbone.vocabulary_size)
                 except RuntimeError as err:
                     row[key] = None
                     row[key + "_error"] = str(err)[:200]
