@@ -20,6 +20,7 @@ _SUBMODULES = (
     "distribute",
     "export",
     "files",
+    "metrics",
     "models",
     "optimizers",
     "pruning",

@@ -209,7 +209,7 @@ def _tflite_preprocessor(args: argparse.Namespace) -> Any:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from keras_bertopt import recipe
+    from keras_bertopt.metrics import label_metrics
 
     path = args.file
     if not path.endswith((".tflite", ".keras")):
@@ -230,7 +230,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model = _load_keras(path)
         ds = data.from_examples(texts, labels, 64).map(lambda x, y: x)
         predicted = np.argmax(np.asarray(model.predict(ds, verbose=0)), axis=-1)
-    metrics = recipe.classification_metrics(labels, predicted, num_classes)
+    metrics = label_metrics(labels, predicted, num_classes)
     metrics["seconds"] = time.perf_counter() - start
     metrics["file"] = path
     metrics["size_bytes"] = os.path.getsize(path)

@@ -96,7 +96,8 @@ def check_checkpoint_dir(path: Union[str, os.PathLike[str]]) -> str:
     return path
 
 
-def _looks_like_path(source: str) -> bool:
+def looks_like_path(source: str) -> bool:
+    """True when `source` names a local path rather than a keras-hub preset."""
     return (
         os.sep in source
         or source.startswith(".")
@@ -192,7 +193,7 @@ def build_classifier(
             f"directory or a TinyConfig; got {type(source).__name__}"
         )
     source = os.fspath(source)
-    if _looks_like_path(source):
+    if looks_like_path(source):
         return _classifier_from_checkpoint_dir(
             source,
             num_classes,

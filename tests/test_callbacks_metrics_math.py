@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_bertopt.callbacks.classification_metrics import (
+from keras_bertopt.metrics import (
     classification_metrics,
     confusion_matrix,
     matthews_corrcoef,

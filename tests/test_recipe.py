@@ -344,3 +344,29 @@ def test_recipe_trains_under_mirrored_strategy_on_two_cpu_devices(tmp_path):
     data = json.loads(open(os.path.join(out, "report.json")).read())
     assert data["completed"] == ["finetune", "evaluate"]
     assert data["models"][0]["metrics"]["validation"]["examples"] == 32
+
+
+def test_recipe_warmup_rounds_like_create_optimizer():
+    """warmup_ratio=0.1 over 125 steps: 13 warm-up steps (ceil) in the recipe and in
+    `create_optimizer`; a rounding of its own (12) in the recipe would differ."""
+    from keras_bertopt import optimizers
+    from keras_bertopt._compat import learning_rate_schedule
+    from keras_bertopt.recipe import finetune
+
+    cfg = recipe.load_config({"finetune": {"schedule": {"warmup_ratio": 0.1}}})
+    ours = learning_rate_schedule(finetune.build_optimizer(cfg.finetune, total_steps=125))
+    theirs = learning_rate_schedule(optimizers.create_optimizer(1e-3, 125, warmup_ratio=0.1))
+    assert ours.warmup_steps == theirs.warmup_steps == 13
+    # The rates agree step by step: still rising at step 12, the peak at step 13.
+    for step in (0, 6, 12, 13, 60, 124):
+        assert float(ours(step)) == pytest.approx(float(theirs(step)))
+    assert float(ours(12)) < float(ours(13)) == pytest.approx(1e-3)
+    explicit = recipe.load_config({"finetune": {"schedule": {"warmup_steps": 7}}})
+    built = finetune.build_optimizer(explicit.finetune, total_steps=125)
+    assert learning_rate_schedule(built).warmup_steps == 7
+
+
+def test_warmup_longer_than_the_stage_is_refused_before_training():
+    with pytest.raises(ValueError, match="'finetune.schedule': expected a warm-up shorter"):
+        recipe.load_config({"finetune": {"epochs": 1, "steps_per_epoch": 4,
+                                         "schedule": {"warmup_steps": 4}}})

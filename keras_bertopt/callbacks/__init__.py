@@ -13,16 +13,16 @@ given `log_dir`, to TensorBoard:
   confusion matrix.
 """
 
-from keras_bertopt.callbacks.classification_metrics import (
+from keras_bertopt.callbacks.learning_rate import LearningRateLogger, applied_learning_rates
+from keras_bertopt.callbacks.sparsity import SparsityLogger, sparsity_of
+from keras_bertopt.callbacks.throughput import Throughput
+from keras_bertopt.callbacks.validation import ValidationMetrics, plot_confusion_matrix
+from keras_bertopt.metrics import (
     classification_metrics,
     confusion_matrix,
     matthews_corrcoef,
     predicted_labels,
 )
-from keras_bertopt.callbacks.learning_rate import LearningRateLogger, applied_learning_rates
-from keras_bertopt.callbacks.sparsity import SparsityLogger, sparsity_of
-from keras_bertopt.callbacks.throughput import Throughput
-from keras_bertopt.callbacks.validation import ValidationMetrics, plot_confusion_matrix
 
 __all__ = [
     "LearningRateLogger",

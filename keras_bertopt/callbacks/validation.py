@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from keras_bertopt.callbacks._summary import ScalarWriter
-from keras_bertopt.callbacks.classification_metrics import (
+from keras_bertopt.metrics import (
     classification_metrics,
     confusion_matrix,
     predicted_labels,

@@ -1,8 +1,17 @@
 """Classification metrics from a confusion matrix (pure NumPy, no Keras).
 
+The one place these numbers are computed: `callbacks.ValidationMetrics` (during
+`fit`), the recipe's evaluate stage and ``keras-bertopt evaluate`` all use it.
 The formulas are scikit-learn's (`precision_recall_fscore_support` with
 ``zero_division=0`` and `matthews_corrcoef`), so the numbers agree with
 `sklearn.metrics` for the same labels, predictions and sample weights.
+
+Example:
+
+```python
+m = keras_bertopt.metrics.label_metrics(labels=[1, 0, 1], predictions=[1, 1, 1], num_classes=2)
+m["accuracy"], m["f1"], m["confusion_matrix"]
+```
 """
 
 from __future__ import annotations
@@ -129,4 +138,29 @@ def classification_metrics(matrix: np.ndarray, positive_label: int = 1) -> dict[
         "f1_macro": macro["f1"],
         "f1_micro": micro_f1,
         "mcc": matthews_corrcoef(matrix),
+    }
+
+
+def label_metrics(labels: Any, predictions: Any, num_classes: int) -> dict[str, Any]:
+    """`classification_metrics` of integer labels and predictions, for reports (JSON-able).
+
+    Adds ``examples`` (the count) and ``confusion_matrix`` (nested lists of
+    ints, rows = true class) to the keys of `classification_metrics`.
+
+    Raises:
+        ValueError: `labels` and `predictions` are empty or of different lengths,
+            or hold ids outside ``[0, num_classes)``.
+    """
+    y = np.asarray(labels, dtype=np.int64).reshape(-1)
+    p = np.asarray(predictions, dtype=np.int64).reshape(-1)
+    if y.shape != p.shape or y.size == 0:
+        raise ValueError(
+            f"`labels` and `predictions` must be non-empty and of equal length, "
+            f"got {y.size} and {p.size}"
+        )
+    matrix = confusion_matrix(y, p, num_classes)
+    return {
+        "examples": int(y.size),
+        **classification_metrics(matrix),
+        "confusion_matrix": matrix.astype(np.int64).tolist(),
     }

@@ -1,0 +1,63 @@
+"""Stage ``finetune``: `create_optimizer` (warm-up + decay, AdamW/LAMB), optional L1/L2, `fit`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from keras_bertopt.recipe import training
+from keras_bertopt.recipe.config import FinetuneConfig
+
+if TYPE_CHECKING:
+    from keras_bertopt.recipe.runner import Recipe
+
+
+def build_optimizer(config: FinetuneConfig, total_steps: int, model: Any = None) -> Any:
+    """The stage's optimizer: `keras_bertopt.optimizers.create_optimizer` with the config's
+    settings, so the warm-up length is rounded there (``ceil(warmup_ratio * total_steps)``)."""
+    from keras_bertopt import optimizers
+
+    o, s = config.optimizer, config.schedule
+    warmup = (
+        {"warmup_steps": s.warmup_steps} if s.warmup_steps is not None
+        else {"warmup_ratio": s.warmup_ratio}
+    )
+    return optimizers.create_optimizer(
+        peak_learning_rate=o.peak_learning_rate,
+        total_steps=total_steps,
+        **warmup,
+        kind=o.kind,
+        weight_decay=o.weight_decay,
+        clipnorm=o.clipnorm,
+        layerwise_lr_decay=o.layerwise_lr_decay,
+        schedule=s.kind,
+        end_learning_rate=s.end_learning_rate,
+        model=model,
+    )
+
+
+def _regularize(config: FinetuneConfig, model: Any) -> list[str]:
+    if config.regularization is None:
+        return []
+    import keras
+
+    from keras_bertopt import regularizers
+
+    r = config.regularization
+    kwargs = {key: value for key, value in (("include", r.include), ("exclude", r.exclude))
+              if value is not None}
+    return regularizers.apply_regularization(
+        model, keras.regularizers.L1L2(l1=r.l1, l2=r.l2), **kwargs
+    )
+
+
+def run(recipe: Recipe) -> dict[str, Any]:
+    """Fine-tune the input model; writes ``finetune/model.keras``."""
+    ft = recipe.config.finetune
+
+    def setup(model: Any, total: int) -> training.Setup:
+        regularized = _regularize(ft, model)
+        return training.Setup(model, build_optimizer(ft, total, model),
+                              result={"regularized_variables": len(regularized)})
+
+    return training.train(recipe, "finetune", seed_offset=0, epochs=ft.epochs,
+                          steps_per_epoch=ft.steps_per_epoch, setup=setup)

@@ -1,0 +1,126 @@
+"""The one training sequence every training stage shares.
+
+seed -> input model -> (in the strategy scope) the stage's setup and `compile`
+-> `fit` with the recipe's callbacks -> the stage's finish -> save. A training
+stage supplies only its setup (what to wrap, which optimizer, which callbacks)
+and, optionally, what to do with the trained model before it is saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from keras_bertopt.recipe.runner import Recipe
+
+
+@dataclasses.dataclass
+class Setup:
+    """What a training stage trains: the model (maybe wrapped), its optimizer, its callbacks."""
+
+    model: Any
+    optimizer: Any
+    callbacks: list[Any] = dataclasses.field(default_factory=list)
+    #: Extra entries for the stage's result (``state.json``).
+    result: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def compile_classifier(model: Any, optimizer: Any) -> None:
+    """Compile for integer labels and logits, with an ``accuracy`` metric."""
+    import keras
+
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+def curve_recorder(stage: str, points: list[dict[str, Any]], every: int) -> Any:
+    """A Keras callback appending (step, loss, accuracy, ...) to `points` every `every` steps."""
+    import keras
+
+    class CurveRecorder(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.step = 0
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self.step += 1
+            if logs and (self.step % every == 0 or self.step == 1):
+                point: dict[str, Any] = {"stage": stage, "step": self.step}
+                for key in ("loss", "accuracy", "learning_rate", "sparsity"):
+                    if key in logs:
+                        point[key] = float(logs[key])
+                points.append(point)
+
+    return CurveRecorder()
+
+
+def fit(recipe: Recipe, stage: str, model: Any, epochs: int, steps: int,
+        extra: list[Any]) -> dict[str, list[float]]:
+    """`model.fit` on the training split with `extra` callbacks plus throughput, learning
+    rate and curve logging; returns the history as plain floats."""
+    from keras_bertopt import callbacks
+
+    train = recipe.data.train_dataset()
+    throughput = callbacks.Throughput(warmup_steps=min(3, max(0, steps - 1)), verbose=0)
+    train = throughput.count_tokens(train, model)
+    curves = [c for c in recipe.state["curves"] if c["stage"] != stage]
+    recipe.state["curves"] = curves
+    recorder = curve_recorder(stage, curves, max(1, epochs * steps // 50))
+    history = model.fit(
+        train,
+        epochs=epochs,
+        steps_per_epoch=steps,
+        validation_data=recipe.data.validation_data(),
+        callbacks=[*extra, throughput, callbacks.LearningRateLogger(), recorder],
+        verbose=recipe.fit_verbose,
+    )
+    return {k: [float(v) for v in vs] for k, vs in history.history.items()}
+
+
+def train(
+    recipe: Recipe,
+    stage: str,
+    *,
+    seed_offset: int,
+    epochs: int,
+    steps_per_epoch: int | None,
+    setup: Callable[[Any, int], Setup],
+    finish: Callable[[Any], tuple[Any, dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """Train `stage` and save its model; return its result for ``state.json``.
+
+    Args:
+        recipe: the run.
+        stage: the stage name (``<stage>/model.keras`` is written).
+        seed_offset: added to the config's seed before the input model is made.
+        epochs, steps_per_epoch: the stage's length (None: one pass over the data).
+        setup: ``setup(model, total_steps) -> Setup``, called in the strategy
+            scope with the input model (the previous stage's, or a new one).
+        finish: ``finish(trained) -> (model_to_save, extra_result)``.
+
+    Returns:
+        ``{"steps", "history", **setup.result, **extra_result, "model"}``.
+    """
+    import keras
+
+    keras.utils.set_random_seed(recipe.config.seed + seed_offset)
+    model = recipe.input_model(stage)
+    steps = recipe.data.steps(steps_per_epoch)
+    total = epochs * steps
+    with recipe.strategy().scope():
+        plan = setup(model, total)
+        compile_classifier(plan.model, plan.optimizer)
+    history = fit(recipe, stage, plan.model, epochs, steps, plan.callbacks)
+    result: dict[str, Any] = {"steps": total, "history": history, **plan.result}
+    final = plan.model
+    if finish is not None:
+        final, extra = finish(plan.model)
+        result.update(extra)
+    path = recipe.save_model(stage, final)
+    result["model"] = os.path.relpath(path, recipe.out)
+    return result
