@@ -12,8 +12,9 @@ distillation: the distillation package is not on main yet.
 Each row is exported with `keras_bertopt.export.to_tflite` at the fine-tune's
 sequence length (64), batch 1, as float32 and dynamic-range int8; SST-2 dev
 accuracy (872 sentences) of both files with `TFLiteClassifier`; batch-1,
-one-thread latency with `measure_latency`, interleaved over ``--rounds`` rounds
-across all files so machine load hits them alike (median of round medians).
+one-thread latency with `measure_latency` (full-length input), each row's two
+files interleaved over ``--rounds`` rounds with the dense float32 file, so the
+ratio compares files under the same machine load (median of round medians).
 
 A second section measures LiteRT's sparse FULLY_CONNECTED kernels: the dense
 model block-pruned to ``--sparsity`` (90%) with `MagnitudePruning(pattern="block")`
@@ -52,15 +53,16 @@ from common import (  # noqa: E402
     write_result,
 )
 
+# The dense row first (every row's latency is measured beside it), then by expected speed-up.
 ROWS: list[tuple[str, dict[str, Any]]] = [
     ("dense", {}),
-    ("heads_25", {"heads": 0.25}),
-    ("heads_50", {"heads": 0.5}),
-    ("ffn_25", {"intermediate": 0.25}),
-    ("ffn_50", {"intermediate": 0.5}),
-    ("layers_2", {"layers": 2}),
-    ("layers_3", {"layers": 3}),
     ("combined", {"layers": 2, "heads": 0.25, "intermediate": 0.5}),
+    ("layers_3", {"layers": 3}),
+    ("layers_2", {"layers": 2}),
+    ("heads_50", {"heads": 0.5}),
+    ("ffn_50", {"intermediate": 0.5}),
+    ("heads_25", {"heads": 0.25}),
+    ("ffn_25", {"intermediate": 0.25}),
 ]
 
 
@@ -139,6 +141,30 @@ def _sparse_tensors(path: str) -> int:
     return sum(root.Subgraphs(s).Tensors(t).Sparsity() is not None
                for s in range(root.SubgraphsLength())
                for t in range(root.Subgraphs(s).TensorsLength()))
+
+
+def _row_latency(result: dict, row_name: str, row: dict, rounds: int, runs: int) -> None:
+    """Latency of the row's files, interleaved with the dense float32 file (same load)."""
+    dense = result["rows"].get("dense", row if row_name == "dense" else None)
+    if dense is None:
+        raise ValueError("the dense row must come first")
+    paths = {"dense_none": dense["files"]["none"]["path"]}
+    paths.update({m: row["files"][m]["path"] for m in ("none", "dynamic")})
+    latency = _interleaved_latency(paths, rounds, runs)
+    dense_ms = latency["dense_none"]["median_ms"]
+    dense_acc = dense["files"]["none"]["accuracy"]
+    for m in ("none", "dynamic"):
+        f = row["files"][m]
+        f["latency_ms"] = latency[m]["median_ms"]
+        f["latency_round_medians_ms"] = latency[m]["round_medians_ms"]
+        f["dense_float32_ms_same_rounds"] = dense_ms
+        f["latency_vs_dense_float32"] = latency[m]["median_ms"] / dense_ms
+        f["accuracy_vs_dense_float32_pt"] = 100 * (f["accuracy"] - dense_acc)
+    f, d = row["files"]["none"], row["files"]["dynamic"]
+    print(f"RESULT {row_name:10} params {row['params']:>9} | float32 acc {f['accuracy']:.4f} "
+          f"{f['latency_ms']:6.2f} ms x{f['latency_vs_dense_float32']:.2f} | dynamic acc "
+          f"{d['accuracy']:.4f} {d['latency_ms']:6.2f} ms x{d['latency_vs_dense_float32']:.2f}",
+          flush=True)
 
 
 def _litert_latency(path: str, builtin_only: bool, runs: int, vocabulary: int) -> float:
@@ -275,29 +301,9 @@ def main(argv: list[str] | None = None) -> None:
                "recovery": _recover(small, args.recovery_examples, args.train_length,
                                     args.batch_size, seed=1)}
         row["files"] = _export_and_score(small, folder, row_name, dev, sample)
+        _row_latency(result, row_name, row, args.rounds, args.runs)
         result["rows"][row_name] = row
         write_result(name, result)  # partial results survive an interruption
-    paths = {f"{r}_{m}": row["files"][m]["path"]
-             for r, row in result["rows"].items() for m in ("none", "dynamic")}
-    latency = _interleaved_latency(paths, args.rounds, args.runs)
-    dense_ms = latency["dense_none"]["median_ms"] if "dense_none" in latency else None
-    dense_acc = result["rows"].get("dense", {}).get("files", {}).get("none", {}).get("accuracy")
-    print(f"\n{'row':10} {'params':>9} {'f32 acc':>8} {'f32 ms':>7} {'x':>5} "
-          f"{'int8 acc':>8} {'int8 ms':>7} {'x':>5}")
-    for r, row in result["rows"].items():
-        for m in ("none", "dynamic"):
-            row["files"][m]["latency_ms"] = latency[f"{r}_{m}"]["median_ms"]
-            row["files"][m]["latency_round_medians_ms"] = latency[f"{r}_{m}"]["round_medians_ms"]
-            if dense_ms:
-                row["files"][m]["latency_vs_dense_float32"] = (
-                    latency[f"{r}_{m}"]["median_ms"] / dense_ms)
-            if dense_acc is not None:
-                row["files"][m]["accuracy_vs_dense_float32_pt"] = (
-                    100 * (row["files"][m]["accuracy"] - dense_acc))
-        f, d = row["files"]["none"], row["files"]["dynamic"]
-        print(f"{r:10} {row['params']:>9} {f['accuracy']:8.4f} {f['latency_ms']:7.2f} "
-              f"{f.get('latency_vs_dense_float32', 0):5.2f} {d['accuracy']:8.4f} "
-              f"{d['latency_ms']:7.2f} {d.get('latency_vs_dense_float32', 0):5.2f}", flush=True)
     write_result(name, result)
     if not args.skip_sparse:
         print("sparse kernels", flush=True)
