@@ -10,17 +10,33 @@ plain = keras_bertopt.pruning.strip_pruning(model)
 print(keras_bertopt.pruning.sparsity_report(plain))
 ```
 
+Structured pruning (heads, feed-forward neurons, layers) that makes the model
+smaller and faster:
+
+```python
+small = keras_bertopt.pruning.prune_structure(model, heads=0.25, layers=2,
+                                              importance="taylor", data=train.take(8))
+# or gradually inside fit, then physically:
+model.fit(train, callbacks=[keras_bertopt.pruning.StructuredPruning(schedule)])
+small = keras_bertopt.pruning.strip_structure(model)
+```
+
 Modules: `schedules` (when and how much), `masks` (pure mask math),
-`callback` (the Keras wiring), `strip` (finish and report).
+`callback` (the Keras wiring), `strip` (finish and report); `importance`
+(head / neuron / layer scores), `structure` (physical removal), `backbone`
+(`PrunedBertBackbone` with per-layer sizes), `structured_callback`
+(`StructuredPruning`, `strip_structure`).
 """
 
 from keras_bertopt.pruning import masks
+from keras_bertopt.pruning.backbone import PrunedBertBackbone, PrunedTransformerEncoder
 from keras_bertopt.pruning.callback import (
     MagnitudePruning,
     MaskConstraint,
     PruningState,
     get_state,
 )
+from keras_bertopt.pruning.importance import ImportanceScores, importance_scores
 from keras_bertopt.pruning.schedules import ConstantSparsity, PolynomialSparsity, PruningSchedule
 from keras_bertopt.pruning.strip import (
     SparsityReport,
@@ -28,9 +44,29 @@ from keras_bertopt.pruning.strip import (
     sparsity_report,
     strip_pruning,
 )
+from keras_bertopt.pruning.structure import StructurePlan, plan_structure, prune_structure
+from keras_bertopt.pruning.structured_callback import (
+    StructuredPruning,
+    StructureState,
+    UnitMaskConstraint,
+    removed_units,
+    strip_structure,
+)
 
 __all__ = [
     "ConstantSparsity",
+    "ImportanceScores",
+    "PrunedBertBackbone",
+    "PrunedTransformerEncoder",
+    "StructurePlan",
+    "StructureState",
+    "StructuredPruning",
+    "UnitMaskConstraint",
+    "importance_scores",
+    "plan_structure",
+    "prune_structure",
+    "removed_units",
+    "strip_structure",
     "MagnitudePruning",
     "MaskConstraint",
     "PolynomialSparsity",

@@ -193,6 +193,28 @@ class PruneConfig:
 
 
 @dataclasses.dataclass
+class PruneStructureConfig:
+    """Structured pruning (`keras_bertopt.pruning.prune_structure`), then recovery in `fit`.
+
+    Off by default. `heads` / `intermediate`: fraction in [0, 1) of each layer's
+    attention heads / feed-forward neurons to remove; `layers`: how many whole
+    transformer layers to remove. The lowest-scoring go, by `importance`
+    (``magnitude`` or ``taylor`` on `score_batches` training batches). Then
+    `epochs` x `steps_per_epoch` recovery steps with AdamW at `learning_rate`.
+    """
+
+    enabled: bool = False
+    heads: float = 0.0
+    intermediate: float = 0.0
+    layers: int = 0
+    importance: Literal["magnitude", "taylor"] = "taylor"
+    score_batches: int = 4
+    epochs: int = 1
+    steps_per_epoch: int | None = None
+    learning_rate: float = 1e-4
+
+
+@dataclasses.dataclass
 class QATConfig:
     """Quantization-aware training (`keras_bertopt.quantization.quantize_aware`).
 
@@ -272,6 +294,9 @@ class RecipeConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+    prune_structure: PruneStructureConfig = dataclasses.field(
+        default_factory=PruneStructureConfig
+    )
     prune: PruneConfig = dataclasses.field(default_factory=PruneConfig)
     qat: QATConfig = dataclasses.field(default_factory=QATConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)

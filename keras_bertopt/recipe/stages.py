@@ -12,7 +12,15 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, Callable
 
-from keras_bertopt.recipe import distill, evaluate, export, finetune, prune, qat
+from keras_bertopt.recipe import (
+    distill,
+    evaluate,
+    export,
+    finetune,
+    prune,
+    prune_structure,
+    qat,
+)
 
 if TYPE_CHECKING:
     from keras_bertopt.recipe.runner import Recipe
@@ -40,6 +48,7 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("finetune", finetune.run, trains_model=True),
     Stage("distill", distill.run, trains_model=True),
+    Stage("prune_structure", prune_structure.run, trains_model=True),
     Stage("prune", prune.run, trains_model=True),
     Stage("qat", qat.run, trains_model=True, float_model=False),
     Stage("export", export.run),

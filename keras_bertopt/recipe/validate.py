@@ -156,6 +156,26 @@ def _check_finetune(config: RecipeConfig) -> None:
         check_patterns("finetune.regularization.exclude", r.exclude)
 
 
+def _check_prune_structure(config: RecipeConfig) -> None:
+    ps = config.prune_structure
+    if not ps.enabled:
+        return
+    for key in ("heads", "intermediate"):
+        value = getattr(ps, key)
+        require(0 <= value < 1, f"prune_structure.{key}", "a number in [0, 1)", value)
+    layers = config.model.tiny.num_layers if config.model.source == "tiny" else None
+    require(ps.layers >= 0 and (layers is None or ps.layers < layers), "prune_structure.layers",
+            "an integer >= 0 and below the model's layer count", ps.layers)
+    require(ps.heads > 0 or ps.intermediate > 0 or ps.layers > 0, "prune_structure",
+            "something to remove (heads, intermediate or layers) when enabled", "nothing")
+    require(ps.score_batches >= 1, "prune_structure.score_batches", "an integer >= 1",
+            ps.score_batches)
+    require(ps.epochs >= 1, "prune_structure.epochs", "an integer >= 1", ps.epochs)
+    check_steps("prune_structure.steps_per_epoch", ps.steps_per_epoch)
+    require(ps.learning_rate > 0, "prune_structure.learning_rate", "a number > 0",
+            ps.learning_rate)
+
+
 def _check_prune(config: RecipeConfig) -> None:
     pr = config.prune
     if not pr.enabled:
@@ -311,6 +331,7 @@ SECTIONS: list[Callable[[RecipeConfig], None]] = [
     _check_data,
     _check_finetune,
     _check_distill,
+    _check_prune_structure,
     _check_prune,
     _check_qat,
     _check_export,
