@@ -122,9 +122,6 @@ def test_ema_and_batch_range():
         ({"quantize_outputs": "yes"}, "quantize_outputs"),
         ({"quantize_embeddings": 1}, "quantize_embeddings"),
         ({"quantize_attention_probs": None}, "quantize_attention_probs"),
-        ({"fully_integer": "yes"}, "fully_integer"),
-        ({"fully_integer": True, "exclude": r"^logits/"}, "fully_integer"),
-        ({"fully_integer": True, "quantize_outputs": False}, "fully_integer"),
         ({"include": "(unclosed"}, "include"),
         ({"exclude": 3}, "exclude"),
     ],
@@ -143,14 +140,6 @@ def test_config_round_trip_and_resolve():
         resolve_config({"bits": 8})
     with pytest.raises(ValueError, match="config"):
         resolve_config("int8")
-    # The default graph converts in strict QDQ mode; the old propagating conversion only
-    # where int8 attention probabilities are asked for.
-    assert QuantizationConfig().converter_options() == {
-        "_experimental_qdq_conversion_mode": "STATIC", "_experimental_strict_qdq": True}
-    assert QuantizationConfig(quantize_attention_probs=True).converter_options() == {}
-    integer = QuantizationConfig(fully_integer=True)
-    assert integer.quantize_embeddings  # implied
-    assert QuantizationConfig.from_config(integer.get_config()) == integer
 
 
 # ----------------------------------------------------------------------------- wrapper
@@ -338,45 +327,6 @@ def test_qat_int8_export_has_int8_matmuls_and_agrees(trained_qat, tmp_path):
     keras_labels = qat.predict(texts, verbose=0).argmax(-1)
     assert np.mean(tflite_labels == keras_labels) >= 0.98
     assert np.mean(tflite_labels == np.asarray(labels)) >= 0.8
-
-
-@pytest.mark.slow
-def test_default_qat_graph_keeps_attention_matmuls_float(trained_qat, tmp_path):
-    """The default conversion: int8 FULLY_CONNECTED, float attention matmuls, no requantize.
-
-    The previous conversion (still behind `quantize_attention_probs=True`) let the
-    converter carry the value projection's int8 range into the probabilities x values
-    matmul: an int8 BATCH_MATMUL without an XNNPack kernel, measured 6-10x slower
-    than the float one on MiniLM (benchmarks/op_profile.py).
-    """
-    from keras_bertopt.export import to_tflite
-
-    qat, _ = trained_qat
-    report = to_tflite(qat, tmp_path / "qat.tflite", quantization="int8", latency_runs=0,
-                       num_samples=64)
-    signatures = report.op_signatures
-    layers = 2  # TinyConfig
-    assert not [s for s in signatures if s.startswith("BATCH_MATMUL(INT8")]
-    assert signatures["BATCH_MATMUL(FLOAT32,FLOAT32)"] == 2 * layers
-    assert signatures["SOFTMAX(FLOAT32)"] == layers
-    assert report.ops["FULLY_CONNECTED"] == {"int8": len(qat.quantized_paths)}
-    # Quantize once per int8 island: the embedding LayerNorm output, then per layer the
-    # attention context and both LayerNorm outputs; never an int8 -> int8 requantize.
-    assert signatures["QUANTIZE(FLOAT32)"] == 1 + 3 * layers
-    assert "QUANTIZE(INT8)" not in signatures
-    assert report.label_agreement >= 0.98
-
-
-@pytest.mark.slow
-def test_int8_attention_probs_option_converts_the_old_way(tiny_classifier, tmp_path):
-    from keras_bertopt.export import to_tflite
-
-    qat = quantize_aware(tiny_classifier, QuantizationConfig(quantize_attention_probs=True))
-    qat(qat.preprocessor(["a good film", "not a good film at all"]), training=True)
-    report = to_tflite(qat, tmp_path / "old.tflite", quantization="int8", latency_runs=0,
-                       num_samples=16)
-    assert report.op_signatures["BATCH_MATMUL(INT8,INT8)"] == 2  # probabilities x values
-    assert report.op_signatures["SOFTMAX(FLOAT32)"] == 2
 
 
 @pytest.mark.slow

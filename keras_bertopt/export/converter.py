@@ -186,13 +186,6 @@ def configure(converter: Any, quantization: str, dataset: Callable | None,
         setattr(converter, name, value)
 
 
-def qat_converter_options(model: Any) -> dict[str, Any]:
-    """Converter settings a QAT model's graph needs (its `QuantizationConfig` decides)."""
-    from keras_bertopt.quantization import qat_converter_options as options_of
-
-    return dict(options_of(model))
-
-
 def convert(
     model: Any,
     quantization: str,
@@ -226,9 +219,7 @@ def convert(
         dataset = None
         if calibration is not None:
             dataset = representative_dataset(calibration, signatures, batch_size)
-        options = dict(qat_converter_options(model)) if quantization == "int8" and qat else {}
-        options.update(converter_options or {})
-        configure(converter, quantization, dataset, options)
+        configure(converter, quantization, dataset, converter_options)
         if keep_float_ops:
             # Selective post-training quantization: the denylisted op types stay float.
             debugger = tf.lite.experimental.QuantizationDebugger(

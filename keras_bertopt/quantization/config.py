@@ -12,14 +12,6 @@ Patterns = Union[str, Sequence[str], None]
 
 WEIGHT_GRANULARITIES = ("per_channel", "per_tensor")
 
-#: TFLiteConverter attributes of strict QDQ conversion: the converter quantizes an op
-#: only where the graph's fake-quant ops annotate its inputs and output, instead of
-#: carrying ranges through reshapes/transposes into ops that training kept float.
-STRICT_QDQ_CONVERTER_OPTIONS = {
-    "_experimental_qdq_conversion_mode": "STATIC",
-    "_experimental_strict_qdq": True,
-}
-
 
 @dataclasses.dataclass
 class QuantizationConfig:
@@ -47,34 +39,17 @@ class QuantizationConfig:
             file to about a quarter of the float32 size. On by default; pass
             False to keep the tables float32 in the file (see README: the
             file is then much larger).
-        quantize_attention_probs: run probabilities x values as an int8
-            BATCH_MATMUL: the softmax output is fake-quantized on TFLite's
-            fixed int8 softmax grid (scale 1/256) and the file is converted the
-            old way, letting the converter carry int8 ranges through reshapes
-            and transposes into the attention matmul. Off by default: LiteRT's
-            int8 BATCH_MATMUL has no XNNPack kernel and was measured slower than
-            the float one it replaces (benchmarks/op_profile.py).
-        fully_integer: every op between the int32 inputs and the logits runs in
-            int8 / int32 (what NPUs and int8-only delegates need): LayerNorm is
-            decomposed into int8 MEAN / SUB / MUL / RSQRT / ADD, the attention
-            scores, softmax and both attention matmuls, the residual and
-            embedding sums are all fake-quantized, and the embeddings are
-            quantized (``quantize_embeddings`` is set). Only the final
-            DEQUANTIZE of the logits is float. Needs every Dense / EinsumDense
-            quantized: `include` / `exclude` must be None and
-            `quantize_outputs` True. Measured limit: on the tiny test model it
-            trains and its int8-only file agrees with Keras; on MiniLM-L6 (40
-            steps from a fine-tune) training diverged to a NaN loss, most likely
-            where a small variance rounds to 0 on its int8 grid and RSQRT
-            overflows: the LayerNorm statistics need a guarded RSQRT or int16.
+        quantize_attention_probs: fake-quantize the attention softmax output
+            on TFLite's fixed int8 softmax grid (scale 1/256). The converter
+            runs probabilities x values as an int8 BATCH_MATMUL (the value
+            output is int8) and rounds the probabilities so; with this on,
+            training sees the same rounding. Off by default (not yet measured
+            on MiniLM).
         num_bits: bits of weights and activations; only 8 converts to TFLite
             int8, so only 8 is accepted.
 
-    By default (``fully_integer=False``) LayerNorm, softmax and the two
-    attention matmuls stay float and every Dense / EinsumDense is an int8
-    FULLY_CONNECTED: the file is converted in the converter's strict QDQ mode,
-    where an op is int8 only where training fake-quantized its inputs and its
-    output (`converter_options`).
+    LayerNorm and softmax always stay float (the attention score matmul may
+    run int8 in TFLite when the converter propagates the q/k ranges into it).
 
     Raises:
         ValueError: for a bad value of any argument (named in the message).
@@ -87,7 +62,6 @@ class QuantizationConfig:
     quantize_outputs: bool = True
     quantize_embeddings: bool = True
     quantize_attention_probs: bool = False
-    fully_integer: bool = False
     num_bits: int = 8
 
     def __post_init__(self) -> None:
@@ -125,24 +99,6 @@ class QuantizationConfig:
             raise ValueError(
                 f"`quantize_embeddings` must be a bool, got {self.quantize_embeddings!r}"
             )
-        if not isinstance(self.fully_integer, bool):
-            raise ValueError(f"`fully_integer` must be a bool, got {self.fully_integer!r}")
-        if self.fully_integer:
-            conflicts = [
-                name
-                for name, bad in (
-                    ("include", self.include is not None),
-                    ("exclude", self.exclude is not None),
-                    ("quantize_outputs", not self.quantize_outputs),
-                )
-                if bad
-            ]
-            if conflicts:
-                raise ValueError(
-                    f"`fully_integer=True` quantizes every layer: {conflicts} must keep their "
-                    "defaults (include=None, exclude=None, quantize_outputs=True)"
-                )
-            self.quantize_embeddings = True
         if self.num_bits != 8 or isinstance(self.num_bits, bool):
             raise ValueError(
                 f"`num_bits` must be 8 (TFLite int8 is the export target), got {self.num_bits!r}"
@@ -151,17 +107,6 @@ class QuantizationConfig:
     def get_config(self) -> dict[str, Any]:
         """A JSON-serialisable dict; `QuantizationConfig(**config)` rebuilds it."""
         return dataclasses.asdict(self)
-
-    def converter_options(self) -> dict[str, Any]:
-        """`tf.lite.TFLiteConverter` attributes the QAT graph of this config converts with.
-
-        Strict QDQ mode (an op becomes int8 only where training fake-quantized
-        its inputs and output) unless `quantize_attention_probs` asks for the
-        old propagating conversion that makes probabilities x values int8.
-        """
-        if self.quantize_attention_probs and not self.fully_integer:
-            return {}
-        return dict(STRICT_QDQ_CONVERTER_OPTIONS)
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> QuantizationConfig:

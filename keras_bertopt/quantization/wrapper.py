@@ -10,7 +10,6 @@ import keras_hub
 
 from keras_bertopt import _compat
 from keras_bertopt.quantization.config import QuantizationConfig, resolve_config
-from keras_bertopt.quantization.integer import ActivationRanges, attach_integer, integer_layers
 from keras_bertopt.quantization.layers import (
     LayerQuantizer,
     attach,
@@ -129,15 +128,7 @@ class QuantizeAwareTextClassifier(keras_hub.models.TextClassifier):
             attach(layer, quantizer)
             quantizers.append(quantizer)
 
-        if config.fully_integer:
-            for layer, names in integer_layers(task):
-                path = _layer_path(layer)
-                ranges = ActivationRanges(path, names, ema_decay=config.ema_decay,
-                                          name=_quantizer_name(path))
-                ranges.build()
-                attach_integer(layer, ranges)
-                quantizers.append(ranges)
-        elif config.quantize_attention_probs:
+        if config.quantize_attention_probs:
             for layer in _compat.flatten_layers(task):
                 if isinstance(layer, keras.layers.Softmax) and not is_patched(layer):
                     attach_softmax(layer)
@@ -166,8 +157,7 @@ class QuantizeAwareTextClassifier(keras_hub.models.TextClassifier):
     @property
     def quantized_paths(self) -> list[str]:
         """Kernel paths of the quantized Dense / EinsumDense layers, in model order."""
-        return [q.target for q in self.quantizers
-                if isinstance(q, LayerQuantizer) and not q.weights_only]
+        return [q.target for q in self.quantizers if not q.weights_only]
 
     @property
     def quantized_embedding_paths(self) -> list[str]:
@@ -181,29 +171,16 @@ class QuantizeAwareTextClassifier(keras_hub.models.TextClassifier):
         return int(keras.ops.convert_to_numpy(stateful[0].updates)) if stateful else 0
 
     def activation_ranges(self) -> dict[str, dict[str, float]]:
-        """Learned activation ranges (floats) by quantized layer path.
-
-        ``{kernel path: {input_min, input_max, output_min, output_max}}`` for
-        Dense / EinsumDense layers; with ``fully_integer=True`` also
-        ``{layer path: {<range>_min, <range>_max}}`` for LayerNorm, attention
-        and Add layers.
-        """
+        """``{kernel path: {input_min, input_max, output_min, output_max}}`` (floats)."""
         out = {}
         for q in self.quantizers:
             if q.weights_only:
-                continue
-            if isinstance(q, ActivationRanges):
-                out[q.target] = q.values()
                 continue
             out[q.target] = {
                 name: float(keras.ops.convert_to_numpy(getattr(q, name)))
                 for name in ("input_min", "input_max", "output_min", "output_max")
             }
         return out
-
-    def converter_options(self) -> dict[str, Any]:
-        """TFLiteConverter attributes its graph converts with (see `QuantizationConfig`)."""
-        return self.quantization_config.converter_options()
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -219,28 +196,6 @@ class QuantizeAwareTextClassifier(keras_hub.models.TextClassifier):
         if isinstance(task, dict):
             task = keras.saving.deserialize_keras_object(task)
         return cls(task, **config)
-
-
-def _layer_path(layer: Any) -> str:
-    """A layer's path: the common folder of its variables' paths, else its name."""
-    import os.path
-
-    folders = [variable.path.rsplit("/", 1)[0] for variable in layer.weights]
-    if not folders:
-        return layer.name
-    common = os.path.commonpath(folders) if len(folders) > 1 else folders[0]
-    return common or layer.name
-
-
-def qat_converter_options(model: Any) -> dict[str, Any]:
-    """TFLiteConverter attributes for the int8 conversion of a quantize-aware `model`.
-
-    A `QuantizeAwareTextClassifier` answers from its config; any other model
-    with patched layers gets the default (strict QDQ) conversion.
-    """
-    if isinstance(model, QuantizeAwareTextClassifier):
-        return model.converter_options()
-    return QuantizationConfig().converter_options()
 
 
 def copy_task(model: Any) -> Any:
