@@ -114,7 +114,7 @@ def test_pairs_are_bucketed_by_packed_length(tiny_classifier):
         hi = min(x for x in (16, 24, 32) if x >= max(lengths))
         lo = {16: 0, 24: 16, 32: 24}[hi]
         assert all(lo < n <= hi for n in lengths)
-        assert pre((a, b))["token_ids"].shape[1] == hi
+        assert pre(x=(a, b))["token_ids"].shape[1] == hi  # a lone tuple reads as (x, y)
         total += len(pairs)
     assert total == 80
 

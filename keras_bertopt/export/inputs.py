@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from keras_bertopt.texts import is_text_list
+from keras_bertopt.texts import as_strings, is_text_list
 
 #: The input names every exported file has (int32, shape [batch, sequence_length]).
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
@@ -72,7 +72,8 @@ def preprocess_texts(preprocessor: Any, texts: Any, batch_size: int = 64,
                 x = tuple(tf.constant(list(t[start:start + batch_size])) for t in texts)
             else:
                 x = tf.constant(list(texts[start:start + batch_size]))
-            parts.append(_int32_inputs(preprocessor(x)))
+            # keras-hub >= 0.32 reads a lone tuple argument as (x, y): name x for pairs.
+            parts.append(_int32_inputs(preprocessor(x=x) if pair else preprocessor(x)))
     finally:
         if change:
             preprocessor.sequence_length = previous
@@ -178,17 +179,15 @@ def _looks_like_texts(element: tuple) -> bool:
 
 
 def _as_texts(x: Any, argument: str) -> Any:
-    if isinstance(x, (str, bytes)):
-        return [x.decode() if isinstance(x, bytes) else x]
+    """A batch of raw strings (or a pair of such batches) as Python strings."""
     if isinstance(x, tuple) and len(x) == 2:  # sentence pairs
-        return tuple(_as_texts(part, argument) for part in x)
-    array = np.asarray(x)
-    if array.dtype.kind not in "USO":
+        return tuple(as_strings(part, argument) for part in x)
+    try:
+        return as_strings(x, argument)
+    except ValueError as error:
         raise ValueError(
-            f"`{argument}` must hold raw strings or dicts of token ids, got an array of "
-            f"{array.dtype}"
-        )
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in array.reshape(-1)]
+            f"`{argument}` must hold raw strings or dicts of token ids ({error})"
+        ) from None
 
 
 def random_inputs(vocabulary_size: int, sequence_length: int, n: int,
@@ -221,8 +220,7 @@ def labelled_examples(data: Any, labels: Sequence[int] | None) -> tuple[list, li
             if not isinstance(element, tuple) or len(element) < 2:
                 raise ValueError("`data` must yield (text, label) pairs or batches")
             x, y = element[0], element[1]
-            x = np.asarray(x).reshape(-1)
-            texts += [v.decode() if isinstance(v, bytes) else str(v) for v in x]
+            texts += as_strings(np.asarray(x), "data")
             truth += [int(v) for v in np.asarray(y).reshape(-1)]
         return texts, truth
     raise ValueError(
@@ -241,7 +239,7 @@ def texts_of(data: Any, limit: int) -> list[str] | None:
             and not is_text_list(data[1]):
         data = data[0]
     if is_text_list(data):
-        return [v.decode() if isinstance(v, bytes) else str(v) for v in list(data)[:limit]]
+        return as_strings(list(data)[:limit], "data")
     if not hasattr(data, "as_numpy_iterator"):
         return None
     texts: list[str] = []
@@ -253,7 +251,7 @@ def texts_of(data: Any, limit: int) -> list[str] | None:
         array = np.asarray(element)
         if isinstance(element, Mapping) or array.dtype.kind not in "USO":
             return None
-        texts += [v.decode() if isinstance(v, bytes) else str(v) for v in array.reshape(-1)]
+        texts += as_strings(array, "data")
         if len(texts) >= limit:
             break
     return texts[:limit] or None
