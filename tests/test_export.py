@@ -286,7 +286,7 @@ def test_bad_arguments_raise_before_any_work(tiny_classifier, tmp_path, monkeypa
     with pytest.raises(ValueError, match="unknown TFLite op types \\['MATMUL'\\]"):
         to_tflite(tiny_classifier, path, "int8", representative_data=["a"],
                   keep_float_ops=["MATMUL"])
-    with pytest.raises(ValueError, match="`keep_float_ops` applies to quantization='int8'"):
+    with pytest.raises(ValueError, match="`keep_float_ops` applies to quantization='int8' only"):
         to_tflite(tiny_classifier, path, "dynamic", keep_float_ops="BATCH_MATMUL")
     with pytest.raises(ValueError, match="unknown converter attributes"):
         to_tflite(tiny_classifier, path, converter_options={"no_such_option": True})

@@ -321,12 +321,38 @@ def test_qat_int8_export_has_int8_matmuls_and_agrees(trained_qat, tmp_path):
     assert fully_connected.get("int8", 0) >= len(qat.quantized_paths)
     assert fully_connected.get("float", 0) == 0 and fully_connected.get("hybrid", 0) == 0
     assert report.ops["GATHER"].get("int8", 0) >= 2  # token and segment tables are int8
+    # The attention matmuls (two activations) run in float: LiteRT's int8 BATCH_MATMUL
+    # has no XNNPack kernel (keep_float_ops="auto" rewrites the converted file).
+    assert report.ops["BATCH_MATMUL"] == {"float": 4}
     assert report.label_agreement >= 0.98
     runner = TFLiteClassifier(str(path), qat.preprocessor)
     tflite_labels = runner.predict(texts)["labels"]
     keras_labels = qat.predict(texts, verbose=0).argmax(-1)
     assert np.mean(tflite_labels == keras_labels) >= 0.98
     assert np.mean(tflite_labels == np.asarray(labels)) >= 0.8
+
+
+@pytest.mark.slow
+def test_qat_float_attention_matmuls_match_the_converters_int8_ones(trained_qat, tmp_path):
+    """keep_float_ops=() keeps the converter's int8 BATCH_MATMULs; both files agree."""
+    from keras_bertopt.data import demo_examples
+    from keras_bertopt.export import TFLiteClassifier, to_tflite
+
+    qat, _ = trained_qat
+    texts, _ = demo_examples("validation", 64)
+    paths = {}
+    for name, kept in (("float_bmm", "auto"), ("int8_bmm", ())):
+        paths[name] = tmp_path / f"{name}.tflite"
+        report = to_tflite(qat, paths[name], quantization="int8", sample_data=texts,
+                           num_samples=64, latency_runs=0, keep_float_ops=kept)
+        # The converter makes probabilities x values int8 (2 of the 4 matmuls).
+        assert report.ops["BATCH_MATMUL"] == ({"float": 4} if kept else {"float": 2, "int8": 2})
+        assert report.ops["FULLY_CONNECTED"] == {"int8": len(qat.quantized_paths)}
+    logits = {name: TFLiteClassifier(str(path), qat.preprocessor).predict(texts)["logits"]
+              for name, path in paths.items()}
+    # The int8 matmul rounds its inputs and output; the float one reads the same int8 values.
+    np.testing.assert_allclose(logits["float_bmm"], logits["int8_bmm"], atol=0.1)
+    assert np.mean(logits["float_bmm"].argmax(-1) == logits["int8_bmm"].argmax(-1)) >= 0.95
 
 
 @pytest.mark.slow

@@ -55,6 +55,9 @@ from keras_bertopt.files import gzip_size
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+#: Op types a QAT model's int8 file runs in float32 by default (`keep_float_ops="auto"`).
+QAT_FLOAT_OPS = ("BATCH_MATMUL",)
+
 #: Length buckets below the export length that `to_tflite` adds by default.
 DEFAULT_LENGTH_BUCKETS = (16, 32, 64)
 
@@ -93,7 +96,7 @@ def to_tflite(
     latency_runs: int = 10,
     num_threads: int | None = None,
     converter_options: Mapping[str, Any] | None = None,
-    keep_float_ops: Sequence[str] = (),
+    keep_float_ops: Sequence[str] | str = "auto",
 ) -> ExportReport:
     """Export a keras-hub text classifier (the part after its preprocessor) to TFLite.
 
@@ -138,12 +141,15 @@ def to_tflite(
         num_threads: interpreter threads for verification and timing.
         converter_options: extra `tf.lite.TFLiteConverter` attributes to set
             (e.g. ``{"experimental_new_quantizer": True}``).
-        keep_float_ops: TFLite op types (e.g. ``("BATCH_MATMUL",)``) left in
-            float by post-training int8 of a float model (selective
-            quantization with `tf.lite.experimental.QuantizationDebugger`).
-            Measured: LiteRT's int8 BATCH_MATMUL on two activations (attention
-            scores and context) is slower than float on x86, so keeping it
-            float makes the PTQ file faster.
+        keep_float_ops: TFLite op types (e.g. ``("BATCH_MATMUL",)``) that run in
+            float32 in an ``"int8"`` file. Post-training int8 of a float model
+            leaves them float during calibration (selective quantization with
+            `tf.lite.experimental.QuantizationDebugger`); a QAT model's file is
+            rewritten after conversion (`keras_bertopt.export.float_ops`).
+            ``"auto"`` (default): ``QAT_FLOAT_OPS`` (``BATCH_MATMUL``) for a QAT
+            model, none for a float one. Measured on MiniLM: LiteRT's int8
+            BATCH_MATMUL on two activations (attention scores x values) has no
+            XNNPack kernel and is slower than the float one.
 
     Returns:
         An `ExportReport` (`str()` for a summary, `.to_dict()` for JSON).
@@ -268,20 +274,21 @@ def _lengths(model: Any, preprocessor: Any, sequence_length: Any,
 
 
 def _keep_float_ops(keep_float_ops: Any, quantization: str, qat: bool) -> tuple[str, ...]:
+    if isinstance(keep_float_ops, str) and keep_float_ops == "auto":
+        return QAT_FLOAT_OPS if quantization == "int8" and qat else ()
     kept = (keep_float_ops,) if isinstance(keep_float_ops, str) else tuple(keep_float_ops or ())
     if not kept:
         return kept
     unknown = [op for op in kept if op not in builtin_op_names()]
     if unknown:
         raise ValueError(
-            f"`keep_float_ops` has unknown TFLite op types {unknown} (expected names such "
-            "as 'BATCH_MATMUL', 'FULLY_CONNECTED', 'SOFTMAX')"
+            f"`keep_float_ops` has unknown TFLite op types {unknown} (expected 'auto' or names "
+            "such as 'BATCH_MATMUL', 'FULLY_CONNECTED', 'SOFTMAX')"
         )
-    if not converter.needs_calibration(quantization, qat):
+    if quantization != "int8":
         raise ValueError(
-            "`keep_float_ops` applies to quantization='int8' of a float model only (post-"
-            f"training int8); got quantization={quantization!r}"
-            f"{' of a quantize-aware model' if qat else ''}"
+            "`keep_float_ops` applies to quantization='int8' only (the other modes have no "
+            f"int8 activations); got quantization={quantization!r}"
         )
     return kept
 

@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from keras_bertopt.export.float_ops import run_ops_in_float
 from keras_bertopt.export.inputs import INPUT_NAMES, real_lengths, trim
 
 #: The signature of a single-signature file (what LiteRT and MediaPipe run by default).
@@ -220,7 +221,7 @@ def convert(
         if calibration is not None:
             dataset = representative_dataset(calibration, signatures, batch_size)
         configure(converter, quantization, dataset, converter_options)
-        if keep_float_ops:
+        if keep_float_ops and not qat:
             # Selective post-training quantization: the denylisted op types stay float.
             debugger = tf.lite.experimental.QuantizationDebugger(
                 converter=converter,
@@ -230,6 +231,10 @@ def convert(
                 ),
             )
             return debugger.get_nondebug_quantized_model(), fake_quant_ops
-        return converter.convert(), fake_quant_ops
+        content = converter.convert()
+        if keep_float_ops:
+            # QAT: the converter has no op denylist without calibration; rewrite the file.
+            content, _ = run_ops_in_float(content, keep_float_ops)
+        return content, fake_quant_ops
     finally:
         shutil.rmtree(folder, ignore_errors=True)
