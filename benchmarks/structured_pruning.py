@@ -6,8 +6,10 @@ dense; 25% / 50% of heads; 25% / 50% of feed-forward neurons; 2 / 3 layers
 removed; combined (2 layers + 25% heads + 50% neurons). Every row, the dense
 one included, gets the same recovery budget: ``--recovery-examples`` SST-2
 train sentences (default 1024, batch 32, sequence length ``--train-length``
-32, hard labels, `create_optimizer(1e-4, 10% warm-up, linear decay)`). No
-distillation: the distillation package is not on main yet.
+32, `create_optimizer(1e-4, 10% warm-up, linear decay)`), learning from the
+dense model's logits (`keras_bertopt.distillation.Distiller`, temperature 2,
+alpha 0.7, logits cached once with `cache_teacher_logits`); ``--no-distill``
+recovers on hard labels only.
 
 Each row is exported with `keras_bertopt.export.to_tflite` at the fine-tune's
 sequence length (64), batch 1, as float32 and dynamic-range int8; SST-2 dev
@@ -66,6 +68,10 @@ ROWS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+KD_TEMPERATURE = 2.0
+KD_ALPHA = 0.7
+
+
 def _load(path: str | None) -> Any:
     import keras
 
@@ -100,6 +106,32 @@ def _recover(model: Any, examples: int, length: int, batch_size: int, seed: int)
     seconds = time.perf_counter() - start
     return {"steps": steps, "examples": steps * batch_size, "seconds": round(seconds, 1),
             "examples_per_second": round(steps * batch_size / seconds, 2),
+            "final_loss": float(history.history["loss"][-1])}
+
+
+def _recover_kd(model: Any, teacher: Any, cached: Any, steps: int, length: int,
+                seed: int) -> dict:
+    """Train `model` (in place) against the dense model's cached logits (KD, T=2, alpha 0.7)."""
+    import keras
+
+    from keras_bertopt.distillation import Distiller
+    from keras_bertopt.optimizers import create_optimizer
+
+    if steps == 0:
+        return {"steps": 0, "seconds": 0.0}
+    keras.utils.set_random_seed(seed)
+    export_length = model.preprocessor.sequence_length
+    model.preprocessor.sequence_length = length
+    distiller = Distiller(teacher, model, temperature=KD_TEMPERATURE, alpha=KD_ALPHA)
+    distiller.compile(optimizer=create_optimizer(1e-4, steps, warmup_steps=max(1, steps // 10),
+                                                 weight_decay=0.01))
+    start = time.perf_counter()
+    history = distiller.fit(cached, epochs=1, verbose=0)
+    seconds = time.perf_counter() - start
+    model.preprocessor.sequence_length = export_length
+    teacher.trainable = True  # the Distiller froze it; the next rows copy it
+    return {"steps": steps, "seconds": round(seconds, 1), "distillation":
+            f"cached dense-model logits, temperature {KD_TEMPERATURE}, alpha {KD_ALPHA}",
             "final_loss": float(history.history["loss"][-1])}
 
 
@@ -263,6 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--rows", default=",".join(name for name, _ in ROWS))
     parser.add_argument("--skip-sparse", action="store_true")
+    parser.add_argument("--no-distill", action="store_true",
+                        help="recover on hard labels only (default: KD from the dense model)")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
@@ -277,12 +311,26 @@ def main(argv: list[str] | None = None) -> None:
     texts, labels = sst2_examples("dev", limit=100 if args.quick else None)
     dev = (texts, labels)
     sample = texts[:32]
+    cached = None
+    if not args.no_distill:
+        from keras_bertopt.distillation import cache_teacher_logits
+
+        # The dense model is the teacher; the preprocessor packs recovery batches to
+        # --train-length while its logits are cached (the students see the same batches).
+        export_length = model.preprocessor.sequence_length
+        model.preprocessor.sequence_length = args.train_length
+        cached = cache_teacher_logits(
+            model, sst2_dataset("train", args.batch_size, limit=args.recovery_examples),
+            shuffle=True, seed=1)
+        model.preprocessor.sequence_length = export_length
     scores = importance_scores(model, "taylor", data=_score_data(args.train_length, 8, 32))
     result: dict[str, Any] = {
         "model": args.model or "common.finetuned_minilm() (200 steps)",
         "recovery": (f"{args.recovery_examples} SST-2 train examples per row, batch "
-                     f"{args.batch_size}, length {args.train_length}, hard labels, "
-                     "create_optimizer(1e-4, 10% warm-up)"),
+                     f"{args.batch_size}, length {args.train_length}, "
+                     + ("hard labels" if args.no_distill else
+                        f"KD from the dense model (T {KD_TEMPERATURE}, alpha {KD_ALPHA})")
+                     + ", create_optimizer(1e-4, 10% warm-up)"),
         "importance": "taylor, 8 batches of 32 train sentences",
         "layer_scores": scores.layers.tolist(),
         "latency": f"batch 1, one thread, median of {args.rounds} interleaved rounds x "
@@ -298,8 +346,11 @@ def main(argv: list[str] | None = None) -> None:
         row = {"settings": kwargs, "params": int(small.count_params()),
                "num_heads": list(getattr(small.backbone, "num_heads", [])) if kwargs else None,
                "intermediate_dim": (list(small.backbone.intermediate_dim) if kwargs else None),
-               "recovery": _recover(small, args.recovery_examples, args.train_length,
-                                    args.batch_size, seed=1)}
+               "recovery": (_recover(small, args.recovery_examples, args.train_length,
+                                     args.batch_size, seed=1) if cached is None else
+                            _recover_kd(small, model, cached, -(-args.recovery_examples
+                                                          // args.batch_size),
+                                        args.train_length, seed=1))}
         row["files"] = _export_and_score(small, folder, row_name, dev, sample)
         _row_latency(result, row_name, row, args.rounds, args.runs)
         result["rows"][row_name] = row
