@@ -349,6 +349,38 @@ def test_recipe_trains_under_mirrored_strategy_on_two_cpu_devices(tmp_path):
     assert data["models"][0]["metrics"]["validation"]["examples"] == 32
 
 
+@pytest.mark.slow
+def test_recipe_trains_on_length_bucketed_batches_by_default(tmp_path):
+    import keras
+    import keras_hub
+
+    from keras_bertopt.bucketing import DynamicPaddingPreprocessor
+
+    config = dict(MICRO, model=dict(MICRO["model"], sequence_length=64),
+                  prune={"enabled": False}, evaluate={"enabled": False})
+    padding = {}
+    for bucketing in (True, False):
+        out = str(tmp_path / f"run_{bucketing}")
+        cfg = dict(config, data=dict(MICRO["data"], bucketing=bucketing),
+                   finetune=dict(MICRO["finetune"], jit_compile=not bucketing))
+        state = recipe.run(cfg, output_dir=out, fit_verbose=0)
+        result = json.loads(open(os.path.join(out, "state.json")).read())["stages"]["finetune"]
+        padding[bucketing] = result["padding"]
+        assert result["jit_compile"] is (not bucketing)
+        saved = keras.saving.load_model(os.path.join(out, "finetune", "model.keras"),
+                                        safe_mode=True)
+        # The saved model keeps its fixed-length preprocessor.
+        assert type(saved.preprocessor) is keras_hub.models.BertTextClassifierPreprocessor
+        assert not isinstance(saved.preprocessor, DynamicPaddingPreprocessor)
+        assert saved.preprocessor.sequence_length == 64
+        del state
+    assert padding[True]["bucketed"] and not padding[False]["bucketed"]
+    # Demo sentences are far shorter than 64 tokens: padded to their bucket, most of
+    # each batch is real tokens; padded to 64, most of it is padding.
+    assert padding[False]["padding_efficiency"] < 0.35
+    assert padding[True]["padding_efficiency"] > 2 * padding[False]["padding_efficiency"]
+
+
 def test_recipe_warmup_rounds_like_create_optimizer():
     """warmup_ratio=0.1 over 125 steps: 13 warm-up steps (ceil) in the recipe and in
     `create_optimizer`; a rounding of its own (12) in the recipe would differ."""

@@ -99,10 +99,19 @@ class RecipeData:
         )
         return ds.repeat() if repeat else ds
 
-    def train_dataset(self) -> Any:
-        """The training split, shuffled and repeated (`fit` counts `steps_per_epoch`)."""
+    def train_dataset(self, bucket_with: Any = None) -> Any:
+        """The training split, shuffled and repeated (`fit` counts `steps_per_epoch`).
+
+        With `bucket_with` (a keras-hub preprocessor), batches hold examples of
+        similar packed length (`keras_bertopt.data.bucket_by_length`).
+        """
         texts, labels = self.train_examples()
-        return self.dataset(texts, labels, shuffle=True, repeat=True)
+        if bucket_with is None:
+            return self.dataset(texts, labels, shuffle=True, repeat=True)
+        from keras_bertopt import data
+
+        return data.bucket_by_length((texts, labels), bucket_with, self.config.data.batch_size,
+                                     seed=self.config.seed).repeat()
 
     def validation_data(self) -> Any:
         """`fit(validation_data=...)`: the held-out split, or None when there is none."""

@@ -60,4 +60,5 @@ def run(recipe: Recipe) -> dict[str, Any]:
                               result={"regularized_variables": len(regularized)})
 
     return training.train(recipe, "finetune", seed_offset=0, epochs=ft.epochs,
-                          steps_per_epoch=ft.steps_per_epoch, setup=setup)
+                          steps_per_epoch=ft.steps_per_epoch, setup=setup,
+                          jit_compile=ft.jit_compile)

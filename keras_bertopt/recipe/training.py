@@ -8,9 +8,10 @@ and, optionally, what to do with the trained model before it is saved.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 if TYPE_CHECKING:
     from keras_bertopt.recipe.runner import Recipe
@@ -27,7 +28,7 @@ class Setup:
     result: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def compile_classifier(model: Any, optimizer: Any) -> None:
+def compile_classifier(model: Any, optimizer: Any, jit_compile: bool = False) -> None:
     """Compile for integer labels and logits, with an ``accuracy`` metric."""
     import keras
 
@@ -35,7 +36,32 @@ def compile_classifier(model: Any, optimizer: Any) -> None:
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=jit_compile,
     )
+
+
+@contextlib.contextmanager
+def padded_per_batch(model: Any, enabled: bool) -> Iterator[Any]:
+    """Give the task that `model` trains (itself, or a Distiller's student) a
+    `DynamicPaddingPreprocessor` for the block; the fixed-length one is put back after.
+
+    Yields the preprocessor that batches are bucketed with, or None when `enabled`
+    is false or the task has no BERT classifier preprocessor.
+    """
+    import keras_hub
+
+    from keras_bertopt.bucketing import dynamic_padding
+
+    task = getattr(model, "student", model)
+    fixed = getattr(task, "preprocessor", None)
+    if not enabled or not isinstance(fixed, keras_hub.models.BertTextClassifierPreprocessor):
+        yield None
+        return
+    dynamic = dynamic_padding(task)
+    try:
+        yield dynamic
+    finally:
+        task.preprocessor = fixed
 
 
 def curve_recorder(stage: str, points: list[dict[str, Any]], every: int) -> Any:
@@ -60,26 +86,33 @@ def curve_recorder(stage: str, points: list[dict[str, Any]], every: int) -> Any:
 
 
 def fit(recipe: Recipe, stage: str, model: Any, epochs: int, steps: int,
-        extra: list[Any]) -> dict[str, list[float]]:
+        extra: list[Any]) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """`model.fit` on the training split with `extra` callbacks plus throughput, learning
-    rate and curve logging; returns the history as plain floats."""
+    rate and curve logging; returns the history as plain floats and the padding counts
+    (real and padded tokens of the timed steps, their ratio, whether batches were bucketed)."""
     from keras_bertopt import callbacks
 
-    train = recipe.data.train_dataset()
-    throughput = callbacks.Throughput(warmup_steps=min(3, max(0, steps - 1)), verbose=0)
-    train = throughput.count_tokens(train, model)
     curves = [c for c in recipe.state["curves"] if c["stage"] != stage]
     recipe.state["curves"] = curves
     recorder = curve_recorder(stage, curves, max(1, epochs * steps // 50))
-    history = model.fit(
-        train,
-        epochs=epochs,
-        steps_per_epoch=steps,
-        validation_data=recipe.data.validation_data(),
-        callbacks=[*extra, throughput, callbacks.LearningRateLogger(), recorder],
-        verbose=recipe.fit_verbose,
-    )
-    return {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    with padded_per_batch(model, recipe.config.data.bucketing) as bucketing:
+        train = recipe.data.train_dataset(bucketing)
+        throughput = callbacks.Throughput(warmup_steps=min(3, max(0, steps - 1)), verbose=0)
+        train = throughput.count_tokens(train, model)
+        history = model.fit(
+            train,
+            epochs=epochs,
+            steps_per_epoch=steps,
+            validation_data=recipe.data.validation_data(),
+            callbacks=[*extra, throughput, callbacks.LearningRateLogger(), recorder],
+            verbose=recipe.fit_verbose,
+        )
+    tokens = sum(e["tokens"] or 0 for e in throughput.epoch_rates)
+    padded = sum(e["padded_tokens"] or 0 for e in throughput.epoch_rates)
+    padding = {"bucketed": bucketing is not None, "real_tokens": int(tokens),
+               "padded_tokens": int(padded),
+               "padding_efficiency": tokens / padded if padded else None}
+    return {k: [float(v) for v in vs] for k, vs in history.history.items()}, padding
 
 
 def train(
@@ -91,6 +124,7 @@ def train(
     steps_per_epoch: int | None,
     setup: Callable[[Any, int], Setup],
     finish: Callable[[Any], tuple[Any, dict[str, Any]]] | None = None,
+    jit_compile: bool = False,
 ) -> dict[str, Any]:
     """Train `stage` and save its model; return its result for ``state.json``.
 
@@ -102,9 +136,10 @@ def train(
         setup: ``setup(model, total_steps) -> Setup``, called in the strategy
             scope with the input model (the previous stage's, or a new one).
         finish: ``finish(trained) -> (model_to_save, extra_result)``.
+        jit_compile: compile the train step with XLA.
 
     Returns:
-        ``{"steps", "history", **setup.result, **extra_result, "model"}``.
+        ``{"steps", "history", "padding", **setup.result, **extra_result, "model"}``.
     """
     import keras
 
@@ -114,9 +149,10 @@ def train(
     total = epochs * steps
     with recipe.strategy().scope():
         plan = setup(model, total)
-        compile_classifier(plan.model, plan.optimizer)
-    history = fit(recipe, stage, plan.model, epochs, steps, plan.callbacks)
-    result: dict[str, Any] = {"steps": total, "history": history, **plan.result}
+        compile_classifier(plan.model, plan.optimizer, jit_compile)
+    history, padding = fit(recipe, stage, plan.model, epochs, steps, plan.callbacks)
+    result: dict[str, Any] = {"steps": total, "history": history, "padding": padding,
+                              "jit_compile": bool(plan.model.jit_compile), **plan.result}
     final = plan.model
     if finish is not None:
         final, extra = finish(plan.model)
