@@ -381,6 +381,30 @@ def test_recipe_trains_on_length_bucketed_batches_by_default(tmp_path):
     assert padding[True]["padding_efficiency"] > 2 * padding[False]["padding_efficiency"]
 
 
+@pytest.mark.slow
+def test_unset_sequence_length_is_measured_on_the_training_data(tmp_path):
+    import keras
+
+    from keras_bertopt.data import demo_examples, length_report
+    from keras_bertopt.models import TinyConfig, build_classifier
+
+    config = dict(MICRO, model={"tiny": MICRO["model"]["tiny"]},
+                  finetune=dict(MICRO["finetune"], steps_per_epoch=2),
+                  prune={"enabled": False}, evaluate={"enabled": False})
+    out = str(tmp_path / "run")
+    lines = []
+    recipe.run(config, output_dir=out, log=lines.append, fit_verbose=0)
+    state = json.loads(open(os.path.join(out, "state.json")).read())
+    # What length_report suggests for the same 128 demo training sentences.
+    texts, _ = demo_examples("train")
+    expected = length_report(texts[:128], build_classifier(TinyConfig(), 2).preprocessor,
+                             candidates=(32, 64, 128)).suggest(0.01)
+    assert expected == 32 and state["sequence_length"] == expected
+    assert any("model.sequence_length unset: 32" in line for line in lines)
+    saved = keras.saving.load_model(os.path.join(out, "finetune", "model.keras"))
+    assert saved.preprocessor.sequence_length == 32
+
+
 def test_recipe_warmup_rounds_like_create_optimizer():
     """warmup_ratio=0.1 over 125 steps: 13 warm-up steps (ceil) in the recipe and in
     `create_optimizer`; a rounding of its own (12) in the recipe would differ."""

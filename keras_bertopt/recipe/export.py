@@ -61,7 +61,6 @@ def run(recipe: Recipe) -> dict[str, Any]:
             path,
             quantization=mode,
             representative_data=recipe.data.representative_data() if mode == "int8" else None,
-            sequence_length=recipe.config.model.sequence_length,
             sample_data=sample,
             **metadata_arguments(recipe, model),
         )

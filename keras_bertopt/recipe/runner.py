@@ -122,17 +122,35 @@ class Recipe:
         from keras_bertopt import models
 
         m = self.config.model
+        length = m.sequence_length or self.state.get("sequence_length")
         if m.source == "tiny":
             source: Any = models.TinyConfig(
                 **dataclasses.asdict(m.tiny),
-                max_sequence_length=max(128, m.sequence_length), seed=self.config.seed,
+                max_sequence_length=max(128, length or 0), seed=self.config.seed,
             )
         else:
             source = resolve_model_source(m.source)
         with self.strategy().scope():
-            return models.build_classifier(
-                source, m.num_classes, m.sequence_length, dropout=m.dropout
-            )
+            model = models.build_classifier(source, m.num_classes, length or 128,
+                                            dropout=m.dropout)
+        if length is None:
+            model.preprocessor.sequence_length = self._measure_sequence_length(model)
+        return model
+
+    def _measure_sequence_length(self, model: Any) -> int:
+        """`length_report(train texts).suggest()` within the model's position table."""
+        from keras_bertopt.lengths import length_report
+
+        texts, _ = self.data.train_examples()
+        positions = int(model.backbone.max_sequence_length)
+        candidates = [c for c in (32, 64, 128, 256, 512) if c <= positions] or [positions]
+        report = length_report(texts, model.preprocessor, candidates=candidates)
+        length = report.suggest(0.01) or candidates[-1]
+        self.state["sequence_length"] = length
+        self.state["length_report"] = report.to_dict()
+        self.log(f"[keras-bertopt] model.sequence_length unset: {length} from the training "
+                 f"data ({report.percentiles})")
+        return length
 
     # ------------------------------------------------------------------ driver
     def enabled(self, stage: str) -> bool:

@@ -39,8 +39,8 @@ def check_patterns(key: str, pattern: PatternList) -> None:
 def _check_model(config: RecipeConfig) -> None:
     m = config.model
     require(m.num_classes >= 2, "model.num_classes", "an integer >= 2", m.num_classes)
-    require(m.sequence_length >= 4, "model.sequence_length", "an integer >= 4",
-            m.sequence_length)
+    require(m.sequence_length is None or m.sequence_length >= 4, "model.sequence_length",
+            "null (measured from the data) or an integer >= 4", m.sequence_length)
     require(0.0 <= m.dropout < 1.0, "model.dropout", "a number in [0, 1)", m.dropout)
     for field in ("num_layers", "num_heads", "hidden_dim", "intermediate_dim"):
         value = getattr(m.tiny, field)
