@@ -375,6 +375,7 @@ def test_recipe_trains_on_length_bucketed_batches_by_default(tmp_path):
         assert saved.preprocessor.sequence_length == 64
         del state
     assert padding[True]["bucketed"] and not padding[False]["bucketed"]
+    assert padding[False]["timed_examples"] == 16 * padding[False]["timed_steps"]
     # Demo sentences are far shorter than 64 tokens: padded to their bucket, most of
     # each batch is real tokens; padded to 64, most of it is padding.
     assert padding[False]["padding_efficiency"] < 0.35
@@ -403,6 +404,26 @@ def test_unset_sequence_length_is_measured_on_the_training_data(tmp_path):
     assert any("model.sequence_length unset: 32" in line for line in lines)
     saved = keras.saving.load_model(os.path.join(out, "finetune", "model.keras"))
     assert saved.preprocessor.sequence_length == 32
+
+
+@pytest.mark.slow
+def test_auto_batch_size_is_searched_and_trained_with(tmp_path):
+    config = dict(MICRO, data=dict(MICRO["data"], batch_size="auto", batch_size_limit=16,
+                                   bucketing=False),
+                  prune={"enabled": False}, evaluate={"enabled": False})
+    out = str(tmp_path / "run")
+    lines = []
+    recipe.run(config, output_dir=out, log=lines.append, fit_verbose=0)
+    state = json.loads(open(os.path.join(out, "state.json")).read())
+    search = state["batch_size_search"]
+    tried = [t["batch_size"] for t in search["trials"]]
+    assert tried == [8, 16]
+    assert state["batch_size"] == search["fastest"] in (8, 16)
+    padding = state["stages"]["finetune"]["padding"]
+    # Every timed step trained on a batch of the chosen size.
+    assert padding["timed_steps"] >= 1
+    assert padding["timed_examples"] == padding["timed_steps"] * state["batch_size"]
+    assert any("data.batch_size auto" in line for line in lines)
 
 
 def test_recipe_warmup_rounds_like_create_optimizer():

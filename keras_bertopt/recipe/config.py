@@ -72,6 +72,12 @@ class DataConfig:
     bucket (`dynamic_padding`), not to `model.sequence_length`; measured 4.1x the
     examples/s of padded batches on MiniLM + SST-2 (README). Saved models keep
     the fixed-length preprocessor.
+
+    `batch_size: auto`: the size with the most training tokens per second among
+    8, 16, 32, ... up to `batch_size_limit` that fit in memory, found by
+    `keras_bertopt.batch_size.find_batch_size` (real training steps of the new
+    model at its sequence length, weights restored after); the table is logged
+    and the choice kept in ``state.json``.
     """
 
     source: Literal["demo", "tfds", "files"] = "demo"
@@ -83,7 +89,8 @@ class DataConfig:
     test: str | None = None
     text_column: str = "sentence"
     label_column: str = "label"
-    batch_size: int = 32
+    batch_size: Union[int, Literal["auto"]] = 32
+    batch_size_limit: int = 128
     train_limit: int | None = None
     eval_limit: int | None = None
     bucketing: bool = True

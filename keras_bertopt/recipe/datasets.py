@@ -17,6 +17,18 @@ class RecipeData:
     def __init__(self, config: RecipeConfig) -> None:
         self.config = config
         self._examples: dict[str, tuple[Any, list[int]]] = {}
+        #: The batch size `data.batch_size: auto` resolved to (set by the recipe).
+        self.chosen_batch_size: int | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """`data.batch_size`, or what ``auto`` resolved to."""
+        size = self.config.data.batch_size
+        if size != "auto":
+            return int(size)
+        if self.chosen_batch_size is None:
+            raise RuntimeError("data.batch_size is 'auto' and has not been measured yet")
+        return self.chosen_batch_size
 
     def examples(self, split: str, limit: int | None) -> tuple[Any, list[int]]:
         """``(texts, labels)`` of `split`, at most `limit` (texts: a list or a pair of lists)."""
@@ -91,11 +103,11 @@ class RecipeData:
         return next((s for s in HELD_OUT if self.has_split(s)), None)
 
     def dataset(self, texts: Any, labels: list[int], *, shuffle: bool, repeat: bool) -> Any:
-        """A batched ``(text, label)`` dataset (`data.batch_size`, seeded by `seed`)."""
+        """A batched ``(text, label)`` dataset (`batch_size`, seeded by `seed`)."""
         from keras_bertopt import data
 
         ds = data.from_examples(
-            texts, labels, self.config.data.batch_size, shuffle=shuffle, seed=self.config.seed
+            texts, labels, self.batch_size, shuffle=shuffle, seed=self.config.seed
         )
         return ds.repeat() if repeat else ds
 
@@ -110,7 +122,7 @@ class RecipeData:
             return self.dataset(texts, labels, shuffle=True, repeat=True)
         from keras_bertopt import data
 
-        return data.bucket_by_length((texts, labels), bucket_with, self.config.data.batch_size,
+        return data.bucket_by_length((texts, labels), bucket_with, self.batch_size,
                                      seed=self.config.seed).repeat()
 
     def validation_data(self) -> Any:
@@ -132,4 +144,4 @@ class RecipeData:
         if steps_per_epoch is not None:
             return steps_per_epoch
         n = len(self.train_examples()[1])
-        return max(1, -(-n // self.config.data.batch_size))
+        return max(1, -(-n // self.batch_size))

@@ -59,6 +59,7 @@ class Recipe:
                 recipe's run, or a run of a different config.
         """
         self.state = run_state.open_run(self.out, self.config)
+        self.data.chosen_batch_size = self.state.get("batch_size")
         return list(self.state["completed"])
 
     def save_state(self) -> None:
@@ -135,7 +136,27 @@ class Recipe:
                                             dropout=m.dropout)
         if length is None:
             model.preprocessor.sequence_length = self._measure_sequence_length(model)
+        if self.config.data.batch_size == "auto" and self.data.chosen_batch_size is None:
+            self._measure_batch_size(model)
         return model
+
+    def _measure_batch_size(self, model: Any) -> int:
+        """`data.batch_size: auto`: the size with the best training tokens/s (see `DataConfig`)."""
+        import keras
+
+        from keras_bertopt.batch_size import find_batch_size
+        from keras_bertopt.recipe.training import compile_classifier
+
+        with self.strategy().scope():
+            compile_classifier(model, keras.optimizers.AdamW(1e-5))
+        report = find_batch_size(model, int(model.preprocessor.sequence_length),
+                                 limit=self.config.data.batch_size_limit)
+        size = report.choose("fastest")
+        self.data.chosen_batch_size = size
+        self.state["batch_size"] = size
+        self.state["batch_size_search"] = report.to_dict()
+        self.log(f"[keras-bertopt] data.batch_size auto: {size} (most tokens/s)\n{report}")
+        return size
 
     def _measure_sequence_length(self, model: Any) -> int:
         """`length_report(train texts).suggest()` within the model's position table."""
@@ -184,8 +205,9 @@ class Recipe:
         if any(s not in done for s in todo if s in MODEL_STAGES):
             from keras_bertopt import distribute
 
-            self.log("[keras-bertopt] strategy: "
-                     + distribute.describe(self.strategy(), self.config.data.batch_size))
+            size = self.config.data.batch_size
+            size = self.data.chosen_batch_size if size == "auto" else size
+            self.log("[keras-bertopt] strategy: " + distribute.describe(self.strategy(), size))
         for i, stage in enumerate(todo, start=1):
             head = f"[keras-bertopt] stage {i}/{len(todo)} {stage}"
             if stage in done:

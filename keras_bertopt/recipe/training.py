@@ -109,7 +109,10 @@ def fit(recipe: Recipe, stage: str, model: Any, epochs: int, steps: int,
         )
     tokens = sum(e["tokens"] or 0 for e in throughput.epoch_rates)
     padded = sum(e["padded_tokens"] or 0 for e in throughput.epoch_rates)
-    padding = {"bucketed": bucketing is not None, "real_tokens": int(tokens),
+    examples = sum(e["examples"] or 0 for e in throughput.epoch_rates)
+    padding = {"bucketed": bucketing is not None, "timed_examples": int(examples),
+               "timed_steps": sum(e["steps"] for e in throughput.epoch_rates),
+               "real_tokens": int(tokens),
                "padded_tokens": int(padded),
                "padding_efficiency": tokens / padded if padded else None}
     return {k: [float(v) for v in vs] for k, vs in history.history.items()}, padding

@@ -71,7 +71,10 @@ def _check_model(config: RecipeConfig) -> None:
 
 def _check_data(config: RecipeConfig) -> None:
     d, ev = config.data, config.evaluate
-    require(d.batch_size >= 1, "data.batch_size", "an integer >= 1", d.batch_size)
+    require(d.batch_size == "auto" or d.batch_size >= 1, "data.batch_size",
+            "'auto' or an integer >= 1", d.batch_size)
+    require(d.batch_size_limit >= 8, "data.batch_size_limit", "an integer >= 8",
+            d.batch_size_limit)
     for key in ("train_limit", "eval_limit"):
         value = getattr(d, key)
         require(value is None or value >= 1, f"data.{key}", "null or an integer >= 1", value)
