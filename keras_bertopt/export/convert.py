@@ -147,9 +147,10 @@ def to_tflite(
             `tf.lite.experimental.QuantizationDebugger`); a QAT model's file is
             rewritten after conversion (`keras_bertopt.export.float_ops`).
             ``"auto"`` (default): ``QAT_FLOAT_OPS`` (``BATCH_MATMUL``) for a QAT
-            model, none for a float one. Measured on MiniLM: LiteRT's int8
-            BATCH_MATMUL on two activations (attention scores x values) has no
-            XNNPack kernel and is slower than the float one.
+            model; none for a float one or a ``fully_integer`` QAT model.
+            Measured on MiniLM: LiteRT's int8 BATCH_MATMUL on two activations
+            (attention scores x values) has no XNNPack kernel and is slower
+            than the float one.
 
     Returns:
         An `ExportReport` (`str()` for a summary, `.to_dict()` for JSON).
@@ -233,7 +234,9 @@ def _plan(model: Any, quantization: str, representative_data: Any, sequence_leng
         raise ValueError(f"`batch_size` must be a positive integer or None, got {batch_size!r}")
     if not isinstance(dynamic_length, bool):
         raise ValueError(f"`dynamic_length` must be True or False, got {dynamic_length!r}")
-    kept = _keep_float_ops(keep_float_ops, quantization, qat)
+    fully_integer = bool(getattr(getattr(model, "quantization_config", None), "fully_integer",
+                                 False))
+    kept = _keep_float_ops(keep_float_ops, quantization, qat, fully_integer)
     if metadata:
         mediapipe_metadata.check_tokenizer(preprocessor, labels, _num_classes(model))
     elif labels is not None:
@@ -273,9 +276,10 @@ def _lengths(model: Any, preprocessor: Any, sequence_length: Any,
     return sequence_length, [int(b) for b in length_buckets]
 
 
-def _keep_float_ops(keep_float_ops: Any, quantization: str, qat: bool) -> tuple[str, ...]:
+def _keep_float_ops(keep_float_ops: Any, quantization: str, qat: bool,
+                    fully_integer: bool) -> tuple[str, ...]:
     if isinstance(keep_float_ops, str) and keep_float_ops == "auto":
-        return QAT_FLOAT_OPS if quantization == "int8" and qat else ()
+        return QAT_FLOAT_OPS if quantization == "int8" and qat and not fully_integer else ()
     kept = (keep_float_ops,) if isinstance(keep_float_ops, str) else tuple(keep_float_ops or ())
     if not kept:
         return kept

@@ -6,6 +6,12 @@ TFLiteConverter (optimizations=[DEFAULT]) to real int8 FULLY_CONNECTED ops
 using the learned ranges, without representative data
 (`keras_bertopt.export.to_tflite(model, path, quantization="int8")`).
 
+The default graph runs every Dense / EinsumDense as an int8 FULLY_CONNECTED and
+keeps LayerNorm, softmax and the two attention matmuls float (LiteRT's int8
+BATCH_MATMUL has no XNNPack kernel); `QuantizationConfig(fully_integer=True)`
+makes every op between the int32 inputs and the logits int8 / int32, for NPUs
+and int8-only delegates.
+
 ```python
 from keras_bertopt.quantization import quantize_aware, QuantizationConfig
 qat = quantize_aware(float_classifier, QuantizationConfig(exclude=r"^logits/"))
@@ -14,6 +20,7 @@ qat.fit(train_ds, epochs=1)
 """
 
 from keras_bertopt.quantization.config import QuantizationConfig
+from keras_bertopt.quantization.integer import ActivationRanges
 from keras_bertopt.quantization.layers import LayerQuantizer, quantizer_of
 from keras_bertopt.quantization.quantizers import (
     einsum_reduce_axes,
@@ -29,6 +36,7 @@ from keras_bertopt.quantization.wrapper import (
 )
 
 __all__ = [
+    "ActivationRanges",
     "LayerQuantizer",
     "QuantizationConfig",
     "QuantizeAwareTextClassifier",

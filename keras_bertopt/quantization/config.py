@@ -40,16 +40,29 @@ class QuantizationConfig:
             False to keep the tables float32 in the file (see README: the
             file is then much larger).
         quantize_attention_probs: fake-quantize the attention softmax output
-            on TFLite's fixed int8 softmax grid (scale 1/256). The converter
-            runs probabilities x values as an int8 BATCH_MATMUL (the value
-            output is int8) and rounds the probabilities so; with this on,
-            training sees the same rounding. Off by default (not yet measured
-            on MiniLM).
+            on TFLite's fixed int8 softmax grid (scale 1/256), for files whose
+            probabilities x values matmul runs int8 (``keep_float_ops=()`` in
+            `to_tflite`); training then sees the same rounding. Off by default:
+            by default that matmul runs in float (see `to_tflite`).
+        fully_integer: every op between the int32 inputs and the logits runs in
+            int8 / int32 (what NPUs and int8-only delegates need): LayerNorm is
+            decomposed into int8 MEAN / SUB / MUL / RSQRT / ADD, the attention
+            scores, softmax and both attention matmuls, the residual and
+            embedding sums are all fake-quantized, and the embeddings are
+            quantized (``quantize_embeddings`` is set). Only the final
+            DEQUANTIZE of the logits is float. Needs every Dense / EinsumDense
+            quantized: `include` / `exclude` must be None and
+            `quantize_outputs` True. Measured limit: on the tiny test model it
+            trains and its int8-only file agrees with Keras; on MiniLM-L6 (40
+            steps from a fine-tune) training diverged to a NaN loss, most likely
+            where a small variance rounds to 0 on its int8 grid and RSQRT
+            overflows: the LayerNorm statistics need a guarded RSQRT or int16.
         num_bits: bits of weights and activations; only 8 converts to TFLite
             int8, so only 8 is accepted.
 
-    LayerNorm and softmax always stay float (the attention score matmul may
-    run int8 in TFLite when the converter propagates the q/k ranges into it).
+    By default (``fully_integer=False``) LayerNorm, softmax and the two
+    attention matmuls stay float and every Dense / EinsumDense is an int8
+    FULLY_CONNECTED in the exported file.
 
     Raises:
         ValueError: for a bad value of any argument (named in the message).
@@ -62,6 +75,7 @@ class QuantizationConfig:
     quantize_outputs: bool = True
     quantize_embeddings: bool = True
     quantize_attention_probs: bool = False
+    fully_integer: bool = False
     num_bits: int = 8
 
     def __post_init__(self) -> None:
@@ -99,6 +113,24 @@ class QuantizationConfig:
             raise ValueError(
                 f"`quantize_embeddings` must be a bool, got {self.quantize_embeddings!r}"
             )
+        if not isinstance(self.fully_integer, bool):
+            raise ValueError(f"`fully_integer` must be a bool, got {self.fully_integer!r}")
+        if self.fully_integer:
+            conflicts = [
+                name
+                for name, bad in (
+                    ("include", self.include is not None),
+                    ("exclude", self.exclude is not None),
+                    ("quantize_outputs", not self.quantize_outputs),
+                )
+                if bad
+            ]
+            if conflicts:
+                raise ValueError(
+                    f"`fully_integer=True` quantizes every layer: {conflicts} must keep their "
+                    "defaults (include=None, exclude=None, quantize_outputs=True)"
+                )
+            self.quantize_embeddings = True
         if self.num_bits != 8 or isinstance(self.num_bits, bool):
             raise ValueError(
                 f"`num_bits` must be 8 (TFLite int8 is the export target), got {self.num_bits!r}"

@@ -10,6 +10,7 @@ import keras_hub
 
 from keras_bertopt import _compat
 from keras_bertopt.quantization.config import QuantizationConfig, resolve_config
+from keras_bertopt.quantization.integer import ActivationRanges, attach_integer, integer_layers
 from keras_bertopt.quantization.layers import (
     LayerQuantizer,
     attach,
@@ -128,7 +129,15 @@ class QuantizeAwareTextClassifier(keras_hub.models.TextClassifier):
             attach(layer, quantizer)
             quantizers.append(quantizer)
 
-        if config.quantize_attention_probs:
+        if config.fully_integer:
+            for layer, names in integer_layers(task):
+                path = _layer_path(layer)
+                ranges = ActivationRanges(path, names, ema_decay=config.ema_decay,
+                                          name=_quantizer_name(path))
+                ranges.build()
+                attach_integer(layer, ranges)
+                quantizers.append(ranges)
+        elif config.quantize_attention_probs:
             for layer in _compat.flatten_layers(task):
                 if isinstance(layer, keras.layers.Softmax) and not is_patched(layer):
                     attach_softmax(layer)
@@ -157,7 +166,8 @@ class QuantizeAwareTextClassifier(keras_hub.models.TextClassifier):
     @property
     def quantized_paths(self) -> list[str]:
         """Kernel paths of the quantized Dense / EinsumDense layers, in model order."""
-        return [q.target for q in self.quantizers if not q.weights_only]
+        return [q.target for q in self.quantizers
+                if isinstance(q, LayerQuantizer) and not q.weights_only]
 
     @property
     def quantized_embedding_paths(self) -> list[str]:
@@ -171,10 +181,19 @@ class QuantizeAwareTextClassifier(keras_hub.models.TextClassifier):
         return int(keras.ops.convert_to_numpy(stateful[0].updates)) if stateful else 0
 
     def activation_ranges(self) -> dict[str, dict[str, float]]:
-        """``{kernel path: {input_min, input_max, output_min, output_max}}`` (floats)."""
+        """Learned activation ranges (floats) by quantized layer path.
+
+        ``{kernel path: {input_min, input_max, output_min, output_max}}`` for
+        Dense / EinsumDense layers; with ``fully_integer=True`` also
+        ``{layer path: {<range>_min, <range>_max}}`` for LayerNorm, attention
+        and Add layers.
+        """
         out = {}
         for q in self.quantizers:
             if q.weights_only:
+                continue
+            if isinstance(q, ActivationRanges):
+                out[q.target] = q.values()
                 continue
             out[q.target] = {
                 name: float(keras.ops.convert_to_numpy(getattr(q, name)))
@@ -196,6 +215,17 @@ class QuantizeAwareTextClassifier(keras_hub.models.TextClassifier):
         if isinstance(task, dict):
             task = keras.saving.deserialize_keras_object(task)
         return cls(task, **config)
+
+
+def _layer_path(layer: Any) -> str:
+    """A layer's path: the common folder of its variables' paths, else its name."""
+    import os.path
+
+    folders = [variable.path.rsplit("/", 1)[0] for variable in layer.weights]
+    if not folders:
+        return layer.name
+    common = os.path.commonpath(folders) if len(folders) > 1 else folders[0]
+    return common or layer.name
 
 
 def copy_task(model: Any) -> Any:
