@@ -13,8 +13,10 @@ PATH.keras``), measured in one run on this machine:
   was chosen against;
 * per file: the 872 dev sentences in dataset order, batch 1, one interpreter
   thread, each call timed through `TFLiteClassifier.predict_logits` (bucket
-  choice and trimming included): median, p90 and mean ms; dev accuracy; label
-  agreement with the same mode's fixed-128 file; size;
+  choice and trimming included), in ``--rounds`` (3) rounds over all files, the
+  order reversed every other round: median over rounds of each round's median,
+  p90 and mean ms; dev accuracy; label agreement with the same mode's
+  fixed-128 file; size; op counts;
 * ratios against float32 fixed-128 (latency) and accuracy deltas against it;
 * MediaPipe: a float32 file with metadata (`metadata=True`), MediaPipe's
   `TextClassifier` on every dev sentence vs `TFLiteClassifier` (label agreement).
@@ -121,6 +123,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--quick", action="store_true", help="development run (not a result)")
     parser.add_argument("--no-dynamic-length", action="store_true",
                         help="skip the dynamic-length files")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="timing rounds over every file (order alternating)")
     parser.add_argument("--no-mediapipe", action="store_true",
                         help="skip MediaPipe's TextClassifier on a metadata file")
     args = parser.parse_args(argv)
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> str:
         qat.preprocessor.sequence_length = SEQUENCE_LENGTH
         sources["qat_int8"] = (qat, "int8", {})
     folder = tempfile.mkdtemp(prefix="latency_bench_", dir=_cache_dir())
-    rows: dict = {}
+    files: dict = {}
     for name, (source, quantization, kwargs) in sources.items():
         for layout, length_kwargs in LAYOUTS.items():
             if layout == "dynamic_length" and (args.no_dynamic_length or name != "float32"):
@@ -172,15 +176,36 @@ def main(argv: list[str] | None = None) -> str:
             start = time.perf_counter()
             report = to_tflite(source, path, quantization, sequence_length=SEQUENCE_LENGTH,
                                verify=False, **length_kwargs, **kwargs)
-            seconds = time.perf_counter() - start
-            runner = TFLiteClassifier(path, preprocessor, num_threads=NUM_THREADS)
+            files[key] = {"path": path, "size_bytes": report.size_bytes,
+                          "layout": report.layout, "ops": report.ops,
+                          "export_seconds": round(time.perf_counter() - start, 1)}
+            log(f"{key}: exported, {report.size_bytes / 1e6:.2f} MB")
+    # Every file is timed once per round, the order reversed every other round, so a
+    # change of machine load hits every file alike (the machine is shared).
+    rounds = 1 if args.quick else args.rounds
+    per_round: dict = {key: [] for key in files}
+    labels_of: dict = {}
+    for r in range(rounds):
+        order = list(files) if r % 2 == 0 else list(reversed(files))
+        for key in order:
+            runner = TFLiteClassifier(files[key]["path"], preprocessor, num_threads=NUM_THREADS)
             times, labels = time_sentences(runner, arrays)
-            rows[key] = {**summary(times), "accuracy": float(np.mean(np.asarray(labels) == truth)),
-                         "labels": labels, "size_bytes": report.size_bytes,
-                         "layout": report.layout, "export_seconds": round(seconds, 1)}
-            log(f"{key}: median {rows[key]['median_ms']:.2f} ms, p90 {rows[key]['p90_ms']:.2f}, "
-                f"accuracy {rows[key]['accuracy']:.4f}, {report.size_bytes / 1e6:.2f} MB")
-            os.remove(path)
+            per_round[key].append(summary(times))
+            labels_of.setdefault(key, labels)
+            del runner
+        log(f"round {r + 1}/{rounds} timed")
+    rows: dict = {}
+    for key, info in files.items():
+        stats = {k: round(statistics.median(s[k] for s in per_round[key]), 3)
+                 for k in ("median_ms", "p90_ms", "mean_ms")}
+        labels = labels_of[key]
+        rows[key] = {**stats, "round_medians_ms": [s["median_ms"] for s in per_round[key]],
+                     "accuracy": float(np.mean(np.asarray(labels) == truth)),
+                     "labels": labels, **{k: v for k, v in info.items() if k != "path"}}
+        log(f"{key}: median {rows[key]['median_ms']:.2f} ms, p90 {rows[key]['p90_ms']:.2f}, "
+            f"accuracy {rows[key]['accuracy']:.4f}")
+        os.remove(info["path"])
+    result["budget"]["timing_rounds"] = rounds
     if not args.no_mediapipe:
         result["mediapipe"] = mediapipe_check(model, folder, texts)
     result["files"] = _compare(rows)
