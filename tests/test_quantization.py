@@ -324,6 +324,7 @@ def test_qat_int8_export_has_int8_matmuls_and_agrees(trained_qat, tmp_path):
     # The attention matmuls (two activations) run in float: LiteRT's int8 BATCH_MATMUL
     # has no XNNPack kernel (keep_float_ops="auto" rewrites the converted file).
     assert report.ops["BATCH_MATMUL"] == {"float": 4}
+    assert report.ops["GELU"] == {"float": 2}  # int8 GELU has no XNNPack kernel either
     assert report.label_agreement >= 0.98
     runner = TFLiteClassifier(str(path), qat.preprocessor)
     tflite_labels = runner.predict(texts)["labels"]
@@ -347,6 +348,7 @@ def test_qat_float_attention_matmuls_match_the_converters_int8_ones(trained_qat,
                            num_samples=64, latency_runs=0, keep_float_ops=kept)
         # The converter makes probabilities x values int8 (2 of the 4 matmuls).
         assert report.ops["BATCH_MATMUL"] == ({"float": 4} if kept else {"float": 2, "int8": 2})
+        assert report.ops["GELU"] == ({"float": 2} if kept else {"int8": 2})
         assert report.ops["FULLY_CONNECTED"] == {"int8": len(qat.quantized_paths)}
     logits = {name: TFLiteClassifier(str(path), qat.preprocessor).predict(texts)["logits"]
               for name, path in paths.items()}

@@ -56,7 +56,7 @@ from keras_bertopt.files import gzip_size
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Op types a QAT model's int8 file runs in float32 by default (`keep_float_ops="auto"`).
-QAT_FLOAT_OPS = ("BATCH_MATMUL",)
+QAT_FLOAT_OPS = ("BATCH_MATMUL", "GELU")
 
 #: Length buckets below the export length that `to_tflite` adds by default.
 DEFAULT_LENGTH_BUCKETS = (16, 32, 64)
@@ -146,11 +146,14 @@ def to_tflite(
             leaves them float during calibration (selective quantization with
             `tf.lite.experimental.QuantizationDebugger`); a QAT model's file is
             rewritten after conversion (`keras_bertopt.export.float_ops`).
-            ``"auto"`` (default): ``QAT_FLOAT_OPS`` (``BATCH_MATMUL``) for a QAT
-            model; none for a float one or a ``fully_integer`` QAT model.
-            Measured on MiniLM: LiteRT's int8 BATCH_MATMUL on two activations
-            (attention scores x values) has no XNNPack kernel and is slower
-            than the float one.
+            ``"auto"`` (default): ``QAT_FLOAT_OPS`` (``BATCH_MATMUL``, ``GELU``)
+            for a QAT model; none for a float one or a ``fully_integer`` QAT
+            model. Measured on MiniLM: LiteRT's int8 BATCH_MATMUL on two
+            activations (attention scores x values) has no XNNPack kernel and
+            is slower than the float one; an int8 GELU is not delegated to
+            XNNPack either and splits its graph once per layer (the file's
+            GELU reads and writes the same int8 values through a
+            DEQUANTIZE / QUANTIZE pair).
 
     Returns:
         An `ExportReport` (`str()` for a summary, `.to_dict()` for JSON).

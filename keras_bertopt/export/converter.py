@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from keras_bertopt.export.dedupe import share_identical_buffers
 from keras_bertopt.export.float_ops import run_ops_in_float
 from keras_bertopt.export.inputs import INPUT_NAMES, real_lengths, trim
 
@@ -230,11 +231,14 @@ def convert(
                     denylisted_ops=list(keep_float_ops)
                 ),
             )
-            return debugger.get_nondebug_quantized_model(), fake_quant_ops
-        content = converter.convert()
-        if keep_float_ops:
+            content = debugger.get_nondebug_quantized_model()
+        else:
+            content = converter.convert()
+        if keep_float_ops and qat:
             # QAT: the converter has no op denylist without calibration; rewrite the file.
             content, _ = run_ops_in_float(content, keep_float_ops)
+        if len(signatures) > 1:
+            content, _ = share_identical_buffers(content)
         return content, fake_quant_ops
     finally:
         shutil.rmtree(folder, ignore_errors=True)
