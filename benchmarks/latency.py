@@ -4,8 +4,9 @@ For one fine-tuned MiniLM-L6 (`common.finetuned_minilm()`, or ``--model
 PATH.keras``), measured in one run on this machine:
 
 * files: float32, dynamic-range, post-training int8 (256 SST-2 train sentences
-  of calibration) and QAT int8 (`quantize_aware` + ``--qat-steps`` AdamW steps,
-  batch 32, length 64, `create_optimizer(2e-5)`; default 50);
+  of calibration) and QAT int8 (`quantize_aware` + ``--qat-steps`` steps of 32
+  length-bucketed SST-2 train sentences, `create_optimizer(2e-5)`; default 50;
+  with ``--qat-distill`` learning from the float model by KD);
 * each as a fixed-128 file (``length_buckets=None``: every sentence padded to
   128) and as `to_tflite`'s default real-length file (length buckets 16/32/64/128:
   each sentence runs in the shortest bucket that holds it); float32 also with one
@@ -55,6 +56,8 @@ SEQUENCE_LENGTH = 128
 TRAIN_SEQUENCE_LENGTH = 64
 CALIBRATION_SAMPLES = 256
 NUM_THREADS = 1
+#: Peak learning rate of the QAT fine-tune (create_optimizer, 10% warm-up, linear decay).
+QAT_PEAK_LEARNING_RATE = 2e-5
 #: The file layouts compared: name -> `to_tflite` length arguments.
 LAYOUTS = {
     "fixed128": {"length_buckets": None},
@@ -107,13 +110,42 @@ def summary(times: list[float]) -> dict:
     }
 
 
-def qat_model(model, steps: int) -> tuple:
-    from quantization import fine_tune
+def qat_model(model, steps: int, distill: bool) -> tuple:
+    """`quantize_aware(model)` trained `steps` steps of 32 on length-bucketed SST-2 train.
 
+    With `distill`, the float model is the teacher (`keras_bertopt.distillation.Distiller`,
+    temperature 2, alpha 0.7, run live); otherwise hard labels only.
+    """
+    import keras
+
+    from keras_bertopt.data import bucket_by_length, dynamic_padding
+    from keras_bertopt.distillation import Distiller
+    from keras_bertopt.optimizers import create_optimizer
     from keras_bertopt.quantization import QuantizationConfig, quantize_aware
 
     qat = quantize_aware(model, QuantizationConfig(quantize_embeddings=True))
-    return qat, fine_tune(qat, steps, seed=1)
+    fixed = qat.preprocessor
+    dynamic_padding(qat)
+    texts, labels = sst2_examples("train")
+    train = bucket_by_length((texts, labels), qat.preprocessor, 32, seed=1).repeat()
+    trainer = Distiller(model, qat, temperature=2.0, alpha=0.7) if distill else qat
+    trainer.compile(
+        optimizer=create_optimizer(QAT_PEAK_LEARNING_RATE, steps,
+                                   warmup_steps=max(1, steps // 10), weight_decay=0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["sparse_categorical_accuracy"],
+    )
+    start = time.perf_counter()
+    history = trainer.fit(train, epochs=1, steps_per_epoch=steps, verbose=2)
+    seconds = time.perf_counter() - start
+    qat.preprocessor = fixed
+    model.trainable = True  # the Distiller froze the teacher
+    return qat, {"steps": steps, "examples": steps * 32, "seconds": round(seconds, 1),
+                 "data": "SST-2 train, length-bucketed batches of 32",
+                 "distillation": ("float model as teacher, T 2, alpha 0.7" if distill
+                                  else "none (hard labels)"),
+                 "peak_learning_rate": QAT_PEAK_LEARNING_RATE,
+                 "train_loss": float(history.history["loss"][-1])}
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -123,6 +155,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--quick", action="store_true", help="development run (not a result)")
     parser.add_argument("--no-dynamic-length", action="store_true",
                         help="skip the dynamic-length files")
+    parser.add_argument("--qat-distill", action="store_true",
+                        help="QAT learns from the float model (Distiller, T 2, alpha 0.7)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="timing rounds over every file (order alternating)")
     parser.add_argument("--no-mediapipe", action="store_true",
@@ -162,7 +196,7 @@ def main(argv: list[str] | None = None) -> str:
                                           "max": int(lengths.max())}}
     if qat_steps:
         log(f"QAT: quantize_aware + {qat_steps} steps")
-        qat, result["qat_training"] = qat_model(model, qat_steps)
+        qat, result["qat_training"] = qat_model(model, qat_steps, args.qat_distill)
         qat.preprocessor.sequence_length = SEQUENCE_LENGTH
         sources["qat_int8"] = (qat, "int8", {})
     folder = tempfile.mkdtemp(prefix="latency_bench_", dir=_cache_dir())
