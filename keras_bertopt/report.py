@@ -100,7 +100,19 @@ def build_report(state: Mapping[str, Any]) -> dict[str, Any]:
         "models": models,
         "exports": exports,
         "curves": list(state.get("curves", [])),
+        "importance": stages_state.get("prune_structure", {}).get("importance"),
     }
+
+
+def panels(report: Mapping[str, Any]) -> list[str]:
+    """The panels `render_png` draws: always size and curves; latency when a file was
+    timed; head importance when the recipe pruned structure."""
+    out = ["size", "curves"]
+    if any(e.get("latency_ms") for e in report.get("exports", [])):
+        out.append("latency")
+    if (report.get("importance") or {}).get("heads"):
+        out.append("importance")
+    return out
 
 
 def format_number(value: Any, spec: str = ".4f") -> str:
@@ -180,7 +192,9 @@ def render_png(report: Mapping[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, (ax_size, ax_curve) = plt.subplots(1, 2, figsize=(13, 5))
+    names = panels(report)
+    fig, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 5))
+    ax_size, ax_curve = axes[0], axes[1]
     split = report["splits"][0] if report["splits"] else None
     points = []
     for item in report["models"]:
@@ -238,9 +252,40 @@ def render_png(report: Mapping[str, Any], path: str) -> None:
     ax_curve.grid(True, alpha=0.3)
     if stages:
         ax_curve.legend(fontsize=7, loc="upper right")
+    if "latency" in names:
+        _latency_panel(axes[names.index("latency")], report, split, cmap)
+    if "importance" in names:
+        _importance_panel(fig, axes[names.index("importance")], report["importance"])
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _latency_panel(ax: Any, report: Mapping[str, Any], split: str | None, cmap: Any) -> None:
+    """Accuracy against batch-1 latency of every timed TFLite file."""
+    for i, item in enumerate(report["exports"]):
+        accuracy = item.get("metrics", {}).get(split, {}).get("accuracy") if split else None
+        if not item.get("latency_ms") or accuracy is None:
+            continue
+        ax.scatter(item["latency_ms"], accuracy, marker="s", s=60, color=cmap(i % 10),
+                   label=f"{item['stage']} {item['quantization']}")
+    ax.set_xlabel("batch-1 latency (ms, median, this machine)")
+    ax.set_ylabel(f"{split} accuracy" if split else "accuracy")
+    ax.set_title("Accuracy vs TFLite latency")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+
+
+def _importance_panel(fig: Any, ax: Any, importance: Mapping[str, Any]) -> None:
+    """Attention-head importance (layers x heads) the structured pruning used."""
+    heads = importance["heads"]
+    width = max(len(row) for row in heads)
+    grid = [[row[j] if j < len(row) else float("nan") for j in range(width)] for row in heads]
+    image = ax.imshow(grid, aspect="auto", cmap="viridis")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_xlabel("head")
+    ax.set_ylabel("transformer layer")
+    ax.set_title(f"Head importance ({importance.get('method', '')}; low = pruned first)")
 
 
 def write_report(output_dir: str, state: Mapping[str, Any]) -> list[str]:

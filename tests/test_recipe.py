@@ -246,6 +246,23 @@ def test_report_files(tmp_path):
     png = (tmp_path / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]  # no temporary leftovers
+    # The timed file adds an accuracy-vs-latency panel; no structured pruning, no heatmap.
+    assert report.panels(data) == ["size", "curves", "latency"]
+
+
+def test_report_plots_head_importance_after_structured_pruning(tmp_path):
+    state = _fake_state()
+    state["completed"].insert(1, "prune_structure")
+    state["stages"]["prune_structure"] = {
+        "seconds": 1.0, "importance": {"method": "taylor", "batches": 2,
+                                       "heads": [[0.1, 0.9], [0.5]], "intermediate": [[1.0]],
+                                       "layers": [0.2, 0.4]}}
+    report.write_report(str(tmp_path), state)
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["importance"]["heads"] == [[0.1, 0.9], [0.5]]
+    assert report.panels(data) == ["size", "curves", "latency", "importance"]
+    png = (tmp_path / "report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ----------------------------------------------------------------------------- stages
