@@ -166,7 +166,7 @@ def _interleaved_latency(paths: dict[str, str], rounds: int, runs: int) -> dict[
 
 def _sparse_tensors(path: str) -> int:
     """Tensors the converter wrote in a sparse format (with sparsity metadata)."""
-    from keras_bertopt.export.runner import _schema, read_tflite_bytes
+    from keras_bertopt.export.flatbuffer import _schema, read_tflite_bytes
 
     data = read_tflite_bytes(path)
     root = _schema().Model.GetRootAs(data, 0)
@@ -295,6 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--rows", default=",".join(name for name, _ in ROWS))
     parser.add_argument("--skip-sparse", action="store_true")
+    parser.add_argument("--sparse-only", action="store_true",
+                        help="only the sparse-kernel section (structured_pruning_sparse.json)")
     parser.add_argument("--no-distill", action="store_true",
                         help="recover on hard labels only (default: KD from the dense model)")
     parser.add_argument("--quick", action="store_true")
@@ -311,6 +313,13 @@ def main(argv: list[str] | None = None) -> None:
     texts, labels = sst2_examples("dev", limit=100 if args.quick else None)
     dev = (texts, labels)
     sample = texts[:32]
+    if args.sparse_only:
+        write_result("structured_pruning_sparse", {
+            "model": args.model or "common.finetuned_minilm() (200 steps)",
+            "sparse_kernels": _sparse_kernels(model, tempfile.mkdtemp(prefix="kbo_sparse_"),
+                                              args.sparsity, args.runs * args.rounds, dev),
+            "seconds": round(time.perf_counter() - started, 1)})
+        return
     cached = None
     if not args.no_distill:
         from keras_bertopt.distillation import cache_teacher_logits
