@@ -252,7 +252,91 @@ def build_rows(quick: bool) -> tuple[list[Row], dict[str, Any]]:
     rows.append(Row("dense MiniLM SST-2 dev after a full-epoch (bucketed) fine-tune",
                     accuracy, _num(accuracy, ".4f"), ">= 0.890",
                     None if accuracy is None else accuracy >= 0.89, "finetune_minilm_epoch", eq))
+    rows += _latency_rows(*result("latency"))
+    rows += _distillation_rows(*result("distillation"))
+    rows += _structured_rows(*result("structured_pruning"))
     return rows, used
+
+
+def _at_most(what: str, value: Any, limit: float, source: str, quick: bool) -> Row:
+    return Row(what, value, _num(value, ".3f", "x"), f"<= {limit}x",
+               None if value is None else value <= limit, source, quick)
+
+
+def _points(what: str, value: Any, limit: float, source: str, quick: bool) -> Row:
+    return Row(what, value, _num(value, "+.2f", " pt"), f">= {limit:+.1f} pt",
+               None if value is None else value >= limit, source, quick)
+
+
+def _latency_rows(data: dict[str, Any] | None, quick: bool) -> list[Row]:
+    """Real-length and QAT latency against float32 fixed-128 (SST-2 dev, batch 1)."""
+    files = _get(data, "files") or {}
+
+    def field(key: str, name: str) -> Any:
+        return _get(files, key, name)
+
+    rows = [
+        _at_most("real-length dynamic-range latency vs float32 fixed-128 (median, SST-2 dev)",
+                 field("dynamic/real_length", "median_vs_float32_fixed128"), 0.15, "latency",
+                 quick),
+        _at_most("real-length QAT int8 latency vs float32 fixed-128 (median, SST-2 dev)",
+                 field("qat_int8/real_length", "median_vs_float32_fixed128"), 0.12, "latency",
+                 quick),
+    ]
+    qat, dyn = field("qat_int8/fixed128", "median_ms"), field("dynamic/fixed128", "median_ms")
+    ratio = None if qat is None or dyn is None else qat / dyn
+    rows.append(_at_most("QAT int8 vs dynamic-range latency, fixed-128", ratio, 1.0, "latency",
+                         quick))
+    qat_acc, dyn_acc = field("qat_int8/fixed128", "accuracy"), field("dynamic/fixed128",
+                                                                    "accuracy")
+    gap = None if qat_acc is None or dyn_acc is None else 100 * (qat_acc - dyn_acc)
+    rows.append(_points("QAT int8 vs dynamic-range TFLite accuracy, SST-2 dev", gap, 0.0,
+                        "latency", quick))
+    float_acc = _get(data, "keras_float_accuracy")
+    gap = None if qat_acc is None or float_acc is None else 100 * (qat_acc - float_acc)
+    rows.append(_points("QAT int8 TFLite vs float Keras accuracy, SST-2 dev", gap, -0.3,
+                        "latency", quick))
+    agreement = _get(data, "mediapipe", "label_agreement_with_tflite_classifier")
+    rows.append(Row("MediaPipe TextClassifier vs TFLiteClassifier labels, SST-2 dev", agreement,
+                    _num(agreement, ".2%"), "100%",
+                    None if agreement is None else agreement == 1.0, "latency", quick))
+    return rows
+
+
+def _distillation_rows(data: dict[str, Any] | None, quick: bool) -> list[Row]:
+    summary = _get(data, "summary") or {}
+    return [
+        _points("3-layer KD student vs 6-layer teacher, SST-2 dev",
+                summary.get("student_kd_minus_teacher_pt"), -1.5, "distillation", quick),
+        _at_most("3-layer student float32 TFLite latency vs teacher",
+                 summary.get("student_latency_vs_teacher"), 0.55, "distillation", quick),
+        _points("50% magnitude sparsity with KD vs dense",
+                summary.get("pruned50_kd_minus_dense_pt"), -0.5, "distillation", quick),
+        _points("80% magnitude sparsity with KD vs dense",
+                summary.get("pruned80_kd_minus_dense_pt"), -1.5, "distillation", quick),
+        _points("QAT int8 TFLite with KD vs float",
+                summary.get("qat_kd_int8_minus_float_pt"), -0.3, "distillation", quick),
+    ]
+
+
+def _structured_rows(data: dict[str, Any] | None, quick: bool) -> list[Row]:
+    rows = []
+    dense = _get(data, "rows", "dense", "files", "none", "accuracy")
+    for name, mode, label in (("ffn_50", "none", "50% FFN neurons, float32"),
+                              ("layers_3", "none", "3 layers removed, float32"),
+                              ("combined", "dynamic", "2 layers + 25% heads + 50% FFN, "
+                                                      "dynamic-range")):
+        f = _get(data, "rows", name, "files", mode) or {}
+        ratio, accuracy = f.get("latency_vs_dense_float32"), f.get("accuracy")
+        shown = ("not measured" if ratio is None or accuracy is None or dense is None else
+                 f"{ratio:.2f}x at {100 * (accuracy - dense):+.2f} pt")
+        limit, points = (0.25, -1.5) if mode == "dynamic" else (0.6, -1.0)
+        met = None if shown == "not measured" else (
+            ratio <= limit and 100 * (accuracy - dense) >= points)
+        rows.append(Row(f"structured pruning, {label}: latency vs dense float32 / accuracy",
+                        ratio, shown, f"<= {limit}x at >= {points} pt", met,
+                        "structured_pruning", quick))
+    return rows
 
 
 def render_summary(rows: list[Row], used: dict[str, Any], runs: dict[str, Any] | None) -> str:
