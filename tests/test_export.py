@@ -173,17 +173,9 @@ def test_post_training_int8_has_int8_fully_connected(trained, fixed_float_report
     assert selective.ops["FULLY_CONNECTED"] == {"int8": 14}
     assert selective.ops["BATCH_MATMUL"] == {"float": 4}
     assert selective.label_agreement >= 0.7
-    # Length buckets: the converter quantizes each bucket's kernels again; the file keeps
-    # one copy of each (identical int8 bytes), so every constant buffer is distinct.
-    buffers = _constant_buffers(tmp_path / "int8_fm.tflite")
-    assert len(buffers) == len(set(buffers)) > 14
-
-
-def _constant_buffers(path):
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model(str(path))
-    return [bytes(b.data) for b in model.buffers if b.data is not None and len(b.data)]
+    # Post-training int8 quantizes each length bucket's weights on its own (a 6x file on
+    # MiniLM), so the default layout is the fixed-length file for it.
+    assert selective.layout == "fixed"
 
 
 @pytest.mark.slow

@@ -41,7 +41,6 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from keras_bertopt.export.dedupe import share_identical_buffers
 from keras_bertopt.export.float_ops import run_ops_in_float
 from keras_bertopt.export.inputs import INPUT_NAMES, real_lengths, trim
 
@@ -237,8 +236,6 @@ def convert(
         if keep_float_ops and qat:
             # QAT: the converter has no op denylist without calibration; rewrite the file.
             content, _ = run_ops_in_float(content, keep_float_ops)
-        if len(signatures) > 1:
-            content, _ = share_identical_buffers(content)
         return content, fake_quant_ops
     finally:
         shutil.rmtree(folder, ignore_errors=True)
