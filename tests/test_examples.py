@@ -160,6 +160,19 @@ def test_run_all_summary_marks_targets(tmp_path, monkeypatch):
         "throughput_quick": {"fraction_of_peak": 0.2, "achieved_flops_per_second": 2e10,
                              "peak_flops_per_second": 1e11, "examples_per_second": 20.0,
                              "model": "minilm"},
+        "latency": {"keras_float_accuracy": 0.90,
+                    "files": {"dynamic/real_length": {"median_vs_float32_fixed128": 0.12},
+                              "qat_int8/real_length": {"median_vs_float32_fixed128": 0.13},
+                              "dynamic/fixed128": {"median_ms": 10.0, "accuracy": 0.90},
+                              "qat_int8/fixed128": {"median_ms": 9.0, "accuracy": 0.899}},
+                    "mediapipe": {"label_agreement_with_tflite_classifier": 1.0}},
+        "distillation": {"summary": {"student_kd_minus_teacher_pt": -1.2,
+                                     "student_latency_vs_teacher": 0.6}},
+        "structured_pruning": {"rows": {
+            "dense": {"files": {"none": {"accuracy": 0.90}}},
+            "ffn_50": {"files": {"none": {"accuracy": 0.895, "latency_vs_dense_float32": 0.58}}},
+            "combined": {"files": {"dynamic": {"accuracy": 0.87,
+                                               "latency_vs_dense_float32": 0.1}}}}},
     }
     for name, data in files.items():
         (tmp_path / f"{name}.json").write_text(json.dumps({**data, "machine": machine}))
@@ -183,6 +196,27 @@ def test_run_all_summary_marks_targets(tmp_path, monkeypatch):
     assert status[
         "80% sparse + QAT int8 TFLite, gzip size vs dense float32 TFLite gzip"
     ] == "not measured"
+    latency = {
+        "real-length dynamic-range latency vs float32 fixed-128 (median, SST-2 dev)":
+            "meets target",
+        "real-length QAT int8 latency vs float32 fixed-128 (median, SST-2 dev)":
+            "**short of target**",
+        "QAT int8 vs dynamic-range latency, fixed-128": "meets target",
+        "QAT int8 vs dynamic-range TFLite accuracy, SST-2 dev": "**short of target**",
+        "QAT int8 TFLite vs float Keras accuracy, SST-2 dev": "meets target",
+        "MediaPipe TextClassifier vs TFLiteClassifier labels, SST-2 dev": "meets target",
+        "3-layer KD student vs 6-layer teacher, SST-2 dev": "meets target",
+        "3-layer student float32 TFLite latency vs teacher": "**short of target**",
+        "50% magnitude sparsity with KD vs dense": "not measured",
+        "structured pruning, 50% FFN neurons, float32: latency vs dense float32 / accuracy":
+            "meets target",
+        "structured pruning, 3 layers removed, float32: latency vs dense float32 / accuracy":
+            "not measured",
+        "structured pruning, 2 layers + 25% heads + 50% FFN, dynamic-range: latency vs dense "
+        "float32 / accuracy": "**short of target**",
+    }
+    assert {what: status[what] for what in latency} == latency
     text = run_all.render_summary(rows, used, None)
+    assert "0.10x at -3.00 pt" in text
     assert "| 2 |" in text and "throughput_quick (smoke run)" in text
     assert "-4.20 pt" in text and ">= -3.0 pt" in text
