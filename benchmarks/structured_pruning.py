@@ -259,7 +259,8 @@ def _sparse_kernels(model: Any, folder: str, sparsity: float, runs: int, dev: tu
             path = os.path.join(folder, f"block_{label}_{written}.tflite")
             options = {"optimizations": optimizations} if written == "sparse" else None
             to_tflite(pruned, path, quantization=mode, converter_options=options,
-                      sample_data=dev[0][:16], num_samples=16, latency_runs=0, num_threads=1)
+                      sample_data=dev[0][:16], num_samples=16, latency_runs=0, num_threads=1,
+                      length_buckets=None)
             accuracy = TFLiteClassifier(path, model.preprocessor, num_threads=1).evaluate(dev)
             row = {"mode": label, "block_shape": list(block), "written": written,
                    "size_bytes": os.path.getsize(path),
