@@ -166,13 +166,9 @@ def _interleaved_latency(paths: dict[str, str], rounds: int, runs: int) -> dict[
 
 def _sparse_tensors(path: str) -> int:
     """Tensors the converter wrote in a sparse format (with sparsity metadata)."""
-    from keras_bertopt.export.flatbuffer import _schema, read_tflite_bytes
+    from keras_bertopt.export.flatbuffer import sparse_tensor_count
 
-    data = read_tflite_bytes(path)
-    root = _schema().Model.GetRootAs(data, 0)
-    return sum(root.Subgraphs(s).Tensors(t).Sparsity() is not None
-               for s in range(root.SubgraphsLength())
-               for t in range(root.Subgraphs(s).TensorsLength()))
+    return sparse_tensor_count(path)
 
 
 def _row_latency(result: dict, row_name: str, row: dict, rounds: int, runs: int) -> None:
@@ -245,20 +241,16 @@ def _block_pruned(model: Any, block: tuple[int, int], sparsity: float) -> Any:
 
 
 def _sparse_kernels(model: Any, folder: str, sparsity: float, runs: int, dev: tuple) -> dict:
-    import tensorflow as tf
 
     from keras_bertopt.export import TFLiteClassifier, inspect_tflite, to_tflite
 
-    sparse_opt = tf.lite.Optimize.EXPERIMENTAL_SPARSITY
-    settings = [("float32", "none", (4, 1), [sparse_opt]),
-                ("dynamic", "dynamic", (16, 1), [tf.lite.Optimize.DEFAULT, sparse_opt])]
+    settings = [("float32", "none", (4, 1)), ("dynamic", "dynamic", (16, 1))]
     out: dict[str, Any] = {"sparsity": sparsity, "rows": []}
-    for label, mode, block, optimizations in settings:
+    for label, mode, block in settings:
         pruned = _block_pruned(model, block, sparsity)
         for written in ("dense", "sparse"):
             path = os.path.join(folder, f"block_{label}_{written}.tflite")
-            options = {"optimizations": optimizations} if written == "sparse" else None
-            to_tflite(pruned, path, quantization=mode, converter_options=options,
+            to_tflite(pruned, path, quantization=mode, sparse_weights=written == "sparse",
                       sample_data=dev[0][:16], num_samples=16, latency_runs=0, num_threads=1,
                       length_buckets=None)
             accuracy = TFLiteClassifier(path, model.preprocessor, num_threads=1).evaluate(dev)

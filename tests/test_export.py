@@ -420,3 +420,32 @@ def test_export_example_runs():
     reports = export_tflite.main(["--steps", "8", "--modes", "none", "int8"])
     assert reports["none"].label_agreement == 1.0
     assert reports["int8"].ops["FULLY_CONNECTED"] == {"int8": 14}
+
+
+@pytest.mark.slow
+def test_sparse_weights_write_block_pruned_kernels_in_litert_sparse_format(trained, tmp_path):
+    from keras_bertopt.distillation import shrink
+    from keras_bertopt.export import TFLiteClassifier, to_tflite
+    from keras_bertopt.export.flatbuffer import sparse_tensor_count
+    from keras_bertopt.pruning import ConstantSparsity, MagnitudePruning, strip_pruning
+
+    model, texts, _ = trained
+    pruned = shrink(model, num_layers=model.backbone.num_layers)  # a copy with the weights
+    pruning = MagnitudePruning(ConstantSparsity(0.9), include=r"transformer_layer_\d+/.*kernel$",
+                               pattern="block", block_shape=(16, 1))
+    pruning.set_model(pruned)
+    pruning.update_masks(0.9)
+    strip_pruning(pruned)
+    files = {}
+    for sparse in (False, True):
+        files[sparse] = tmp_path / f"dynamic_sparse_{sparse}.tflite"
+        to_tflite(pruned, files[sparse], "dynamic", sample_data=texts, num_samples=16,
+                  latency_runs=0, length_buckets=None, sparse_weights=sparse)
+    assert sparse_tensor_count(files[False]) == 0
+    assert sparse_tensor_count(files[True]) >= 6  # the 1x16-block kernels, written sparse
+    assert os.path.getsize(files[True]) < 0.9 * os.path.getsize(files[False])
+    logits = {k: TFLiteClassifier(str(p), model.preprocessor).predict(texts)["logits"]
+              for k, p in files.items()}
+    np.testing.assert_allclose(logits[True], logits[False], atol=0.05)
+    with pytest.raises(ValueError, match="`sparse_weights` must be True or False"):
+        to_tflite(pruned, tmp_path / "x.tflite", sparse_weights="yes")

@@ -97,6 +97,7 @@ def to_tflite(
     num_threads: int | None = None,
     converter_options: Mapping[str, Any] | None = None,
     keep_float_ops: Sequence[str] | str = "auto",
+    sparse_weights: bool = False,
 ) -> ExportReport:
     """Export a keras-hub text classifier (the part after its preprocessor) to TFLite.
 
@@ -155,6 +156,13 @@ def to_tflite(
             XNNPack either and splits its graph once per layer (the file's
             GELU reads and writes the same int8 values through a
             DEQUANTIZE / QUANTIZE pair).
+        sparse_weights: write pruned weights in LiteRT's sparse formats
+            (``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``), which its built-in
+            FULLY_CONNECTED runs with sparse kernels: float 1x4 blocks and int8
+            1x16 blocks (`MagnitudePruning(pattern="block", block_shape=(4, 1))`
+            / ``(16, 1)``). Measured on MiniLM block-pruned to 89%, batch 1, one
+            thread: a dynamic-range file 0.43x the time of the same weights
+            written dense (5.5 vs 12.6 ms) and 0.59x the size; float32 0.85x.
 
     Returns:
         An `ExportReport` (`str()` for a summary, `.to_dict()` for JSON).
@@ -175,6 +183,8 @@ def to_tflite(
                  dynamic_length, metadata, labels, batch_size, keep_float_ops)
     _check_counts(num_samples=num_samples, calibration_samples=calibration_samples,
                   latency_runs=latency_runs, converter_options=converter_options)
+    if not isinstance(sparse_weights, bool):
+        raise ValueError(f"`sparse_weights` must be True or False, got {sparse_weights!r}")
     start = time.perf_counter()
     calibration, samples, source = _host_data(model, plan, representative_data, sample_data,
                                               num_samples, calibration_samples, verify)
@@ -185,7 +195,7 @@ def to_tflite(
         content, fake_quant_ops = converter.convert(
             model, plan.quantization, plan.signatures, batch_size=plan.batch_size,
             output=plan.output, calibration=calibration, converter_options=converter_options,
-            keep_float_ops=plan.keep_float_ops, qat=plan.qat)
+            keep_float_ops=plan.keep_float_ops, qat=plan.qat, sparse_weights=sparse_weights)
         if plan.labels is not None:
             content = mediapipe_metadata.attach_metadata(content, plan.preprocessor, plan.labels)
         with open(tmp, "wb") as f:

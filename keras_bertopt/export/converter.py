@@ -174,13 +174,19 @@ def _rows(calibration: Mapping[str, np.ndarray], rows: slice, length: int) -> di
 
 
 def configure(converter: Any, quantization: str, dataset: Callable | None,
-              converter_options: Mapping[str, Any] | None) -> None:
+              converter_options: Mapping[str, Any] | None,
+              sparse_weights: bool = False) -> None:
     """Apply the mode's `CONVERTER_SETTINGS`, the calibration data and the user's options."""
+    import tensorflow as tf
+
     for path, value in CONVERTER_SETTINGS[quantization].items():
         target, *parts = [converter, *path.split(".")]
         for part in parts[:-1]:
             target = getattr(target, part)
         setattr(target, parts[-1], value())
+    if sparse_weights:
+        converter.optimizations = [*converter.optimizations,
+                                   tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     if dataset is not None:
         converter.representative_dataset = dataset
     for name, value in (converter_options or {}).items():
@@ -198,6 +204,7 @@ def convert(
     converter_options: Mapping[str, Any] | None = None,
     keep_float_ops: Sequence[str] = (),
     qat: bool = False,
+    sparse_weights: bool = False,
 ) -> tuple[bytes, int]:
     """The TFLite flatbuffer of `model`; returns (bytes, fake-quant ops in the traced graph).
 
@@ -220,7 +227,7 @@ def convert(
         dataset = None
         if calibration is not None:
             dataset = representative_dataset(calibration, signatures, batch_size)
-        configure(converter, quantization, dataset, converter_options)
+        configure(converter, quantization, dataset, converter_options, sparse_weights)
         if keep_float_ops and not qat:
             # Selective post-training quantization: the denylisted op types stay float.
             debugger = tf.lite.experimental.QuantizationDebugger(

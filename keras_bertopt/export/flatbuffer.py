@@ -246,3 +246,10 @@ def embedding_rows(data: bytes) -> int:
     return rows
 
 
+def sparse_tensor_count(model: Union[PathLike, bytes]) -> int:
+    """Tensors the converter wrote in a sparse format (``EXPERIMENTAL_SPARSITY``)."""
+    data = read_tflite_bytes(model) if not isinstance(model, (bytes, bytearray)) else bytes(model)
+    root = _schema().Model.GetRootAs(data, 0)
+    return sum(root.Subgraphs(s).Tensors(t).Sparsity() is not None
+               for s in range(root.SubgraphsLength())
+               for t in range(root.Subgraphs(s).TensorsLength()))
