@@ -3,7 +3,7 @@
 LiteRT has no int8 LAYER_NORM builtin, but it has int8 kernels for every op a
 LayerNorm decomposes into: MEAN, SUB, MUL, ADD and RSQRT. Each patched layer
 below computes its float math with those ops and fake-quantizes every
-intermediate, so the converter (strict QDQ mode) makes each one int8 and
+intermediate, so the converter (its default QAT mode) makes each one int8 and
 training sees the same rounding:
 
 * `LayerNormalization`: input (the residual / embedding sum), mean, centred
