@@ -11,9 +11,10 @@ from keras_bertopt.quantization import (
     quantize_aware,
 )
 
-#: LayerNorm decomposed into int8 builtins, int8 attention, int8 sums.
+#: LayerNorm decomposed into int8 builtins (MAXIMUM: the variance floor before RSQRT),
+#: int8 attention, int8 sums.
 INTEGER_OPS = ("MEAN(INT8,INT32)", "SUB(INT8,INT8)", "RSQRT(INT8)", "MUL(INT8,INT8)",
-               "ADD(INT8,INT8)", "SOFTMAX(INT8)", "BATCH_MATMUL(INT8,INT8)",
+               "MAXIMUM(INT8,INT8)", "ADD(INT8,INT8)", "SOFTMAX(INT8)", "BATCH_MATMUL(INT8,INT8)",
                "SELECT_V2(BOOL,INT8,INT8)", "GELU(INT8)", "TANH(INT8)")
 
 
@@ -138,3 +139,27 @@ def test_fully_integer_state_survives_backup_and_restore(tmp_path):
     assert record.ranges == stop.ranges
     assert "transformer_layer_1/feedforward_layer_norm" in record.ranges
     assert record.ranges["transformer_layer_1/feedforward_layer_norm"]["variance_max"] != 6.0
+
+
+def test_fully_integer_layer_norm_survives_outlier_channels():
+    # MiniLM-like residual stream: one token has an outlier channel (~300), the others small
+    # values. `squared`'s int8 step (~300^2 / 255) is then far above the other tokens'
+    # squares, their variance rounds to 0, and RSQRT must not see it as 0 (inf, then NaN).
+    from keras_bertopt.quantization.integer import LAYER_NORM_RANGES, attach_integer
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.0, 0.7, size=(2, 8, 64)).astype("float32")
+    x[0, 0, 3] = 300.0
+    layer = keras.layers.LayerNormalization(epsilon=1e-12)
+    layer.build(x.shape)
+    ranges = ActivationRanges("ln", LAYER_NORM_RANGES)
+    ranges.build()
+    attach_integer(layer, ranges)
+    for training in (True, False):
+        y = keras.ops.convert_to_numpy(layer(x, training=training))
+        assert np.isfinite(y).all()
+    values = ranges.values()
+    assert all(np.isfinite(v) for v in values.values()), values
+    # The floor is one step of the variance + epsilon grid, so 1/std stays below 1/sqrt(step).
+    step = (values["variance_eps_max"] - values["variance_eps_min"]) / 255
+    assert 0.0 < values["inv_std_max"] <= 1.01 / np.sqrt(step)

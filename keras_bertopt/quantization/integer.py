@@ -90,6 +90,14 @@ class ActivationRanges(keras.layers.Layer):
             vmax.assign(quantizers.ema_update(vmax, hi, self.ema_decay, self.updates))
         return quantizers.fake_quant_activation(x, vmin, vmax)
 
+    def step(self, name: str) -> Any:
+        """Step of range `name`'s int8 grid as `fake_quant_activation` uses it: (max - min) / 255.
+
+        With ``max > 0`` it is a point of the range's int8 grid (zero point + 1).
+        """
+        vmin, vmax = self.ranges[name]
+        return ops.stop_gradient((vmax - vmin) / 255.0)
+
     def count(self, training: bool) -> None:
         if training:
             self.updates.assign_add(ops.cast(1, "int64"))
@@ -137,6 +145,10 @@ def _layer_norm_call(layer: Any, ranges: ActivationRanges, inputs: Any, training
     squared = q("squared", ops.multiply(centered, centered))
     variance = q("variance", ops.mean(squared, axis=-1, keepdims=True))
     variance = q("variance_eps", ops.add(variance, layer.epsilon))
+    # A variance below half a step of its int8 grid rounds to 0 and RSQRT gives inf (then
+    # NaN): with outlier channels (MiniLM) `squared`'s step exceeds most tokens' squares and
+    # their variance rounds to 0. Floor it at one step, an int8 MAXIMUM with a grid point.
+    variance = ops.maximum(variance, ops.maximum(ranges.step("variance_eps"), layer.epsilon))
     inv_std = q("inv_std", ops.rsqrt(variance))
     y = q("normalized", ops.multiply(centered, inv_std))
     if layer.scale:
