@@ -252,8 +252,17 @@ def _plan(model: Any, quantization: str, representative_data: Any, sequence_leng
         raise ValueError(f"`batch_size` must be a positive integer or None, got {batch_size!r}")
     if not isinstance(dynamic_length, bool):
         raise ValueError(f"`dynamic_length` must be True or False, got {dynamic_length!r}")
-    fully_integer = bool(getattr(getattr(model, "quantization_config", None), "fully_integer",
-                                 False))
+    qat_config = getattr(model, "quantization_config", None)
+    fully_integer = bool(getattr(qat_config, "fully_integer", False))
+    if qat and quantization == "int8" and getattr(qat_config, "activations", "") == "dynamic":
+        raise ValueError(
+            "`model` was trained with QuantizationConfig(activations='dynamic'): it learned no "
+            "activation ranges for quantization='int8'; export it with quantization='dynamic' "
+            "(its int8 weights, activations quantized at run time)"
+        )
+    if qat and quantization == "dynamic" and fully_integer:
+        raise ValueError("a fully_integer QAT model exports with quantization='int8', "
+                         "not 'dynamic'")
     kept = _keep_float_ops(keep_float_ops, quantization, qat, fully_integer)
     if metadata:
         mediapipe_metadata.check_tokenizer(preprocessor, labels, _num_classes(model))

@@ -22,6 +22,8 @@ quantization      converter settings
 ``"none"``        float32
 ``"float16"``     optimizations=[DEFAULT], supported_types=[float16]
 ``"dynamic"``     optimizations=[DEFAULT]: int8 weights, float activations
+                  (of a QAT model: its learned int8 weights; its activation
+                  fake-quant is left out of the trace)
 ``"int8"`` (QAT)  optimizations=[DEFAULT], no representative data: the
                   converter uses the model's fake-quant ranges
 ``"int8"``        optimizations=[DEFAULT] + representative_dataset from
@@ -35,6 +37,7 @@ A new mode is one row in `CONVERTER_SETTINGS` (dotted attribute paths such as
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -43,6 +46,7 @@ import numpy as np
 
 from keras_bertopt.export.float_ops import run_ops_in_float
 from keras_bertopt.export.inputs import INPUT_NAMES, real_lengths, trim
+from keras_bertopt.quantization.layers import runtime_activations
 
 #: The signature of a single-signature file (what LiteRT and MediaPipe run by default).
 DEFAULT_SIGNATURE = "serving_default"
@@ -216,7 +220,11 @@ def convert(
 
     folder = tempfile.mkdtemp(prefix="keras_bertopt_savedmodel_")
     try:
-        fake_quant_ops = write_saved_model(model, folder, signatures, batch_size, output)
+        # A QAT model in a dynamic-range file: its learned int8 weights, activations
+        # quantized by LiteRT at run time, so no activation fake-quant is traced.
+        runtime = qat and quantization == "dynamic"
+        with runtime_activations() if runtime else contextlib.nullcontext():
+            fake_quant_ops = write_saved_model(model, folder, signatures, batch_size, output)
         if quantization == "int8" and qat and fake_quant_ops == 0:
             raise ValueError(
                 "`model` is a quantize-aware model but its traced graph has no fake-quant ops, "

@@ -11,6 +11,8 @@ from keras_bertopt.selection import compile_patterns
 Patterns = Union[str, Sequence[str], None]
 
 WEIGHT_GRANULARITIES = ("per_channel", "per_tensor")
+#: How the exported file quantizes activations: from learned ranges, or at run time.
+ACTIVATION_MODES = ("static", "dynamic")
 
 
 @dataclasses.dataclass
@@ -52,11 +54,25 @@ class QuantizationConfig:
             quantized (``quantize_embeddings`` is set). Only the final
             DEQUANTIZE of the logits is float. Needs every Dense / EinsumDense
             quantized: `include` / `exclude` must be None and
-            `quantize_outputs` True. Measured limit: on the tiny test model it
-            trains and its int8-only file agrees with Keras; on MiniLM-L6 (40
-            steps from a fine-tune) training diverged to a NaN loss, most likely
-            where a small variance rounds to 0 on its int8 grid and RSQRT
-            overflows: the LayerNorm statistics need a guarded RSQRT or int16.
+            `quantize_outputs` True. Each LayerNorm floors its int8 variance at
+            one step of its grid before RSQRT (an int8 MAXIMUM in the file): on
+            MiniLM-L6 a few outlier tokens set the squared-deviation range so
+            wide that ordinary tokens' variance rounds to 0, and RSQRT(0) made
+            training diverge to NaN at its first step. With the floor it trains;
+            those outlier layers still normalise coarsely (int8 statistics).
+        activations: ``"static"`` (default): activations are fake-quantized
+            with learned ranges and the ``"int8"`` file runs int8 FULLY_CONNECTED
+            ops on int8 activations. ``"dynamic"``: only the weights (and
+            embedding tables) are fake-quantized in training, and the model is
+            exported with ``to_tflite(..., quantization="dynamic")``: the int8
+            weights QAT learned, with activations quantized per row at run time
+            by LiteRT's dynamic-range kernels. Measured on MiniLM-L6 with
+            XNNPack (x86, AVX512-VNNI, one thread): LiteRT's static int8
+            FULLY_CONNECTED is no faster than its dynamic-range one (which
+            quantizes its input on the fly), so the static file's extra
+            QUANTIZE / DEQUANTIZE ops make it the slower of the two on CPU;
+            ``"dynamic"`` trains for the fastest CPU file. Not with
+            `fully_integer` or `quantize_attention_probs`.
         num_bits: bits of weights and activations; only 8 converts to TFLite
             int8, so only 8 is accepted.
 
@@ -76,6 +92,7 @@ class QuantizationConfig:
     quantize_embeddings: bool = True
     quantize_attention_probs: bool = False
     fully_integer: bool = False
+    activations: str = "static"
     num_bits: int = 8
 
     def __post_init__(self) -> None:
@@ -131,6 +148,18 @@ class QuantizationConfig:
                     "defaults (include=None, exclude=None, quantize_outputs=True)"
                 )
             self.quantize_embeddings = True
+        if self.activations not in ACTIVATION_MODES:
+            raise ValueError(
+                f"`activations` must be one of {ACTIVATION_MODES}, got {self.activations!r}"
+            )
+        if self.activations == "dynamic":
+            conflicts = [name for name in ("fully_integer", "quantize_attention_probs")
+                         if getattr(self, name)]
+            if conflicts:
+                raise ValueError(
+                    f"`activations='dynamic'` learns no activation ranges: {conflicts} must "
+                    "be False"
+                )
         if self.num_bits != 8 or isinstance(self.num_bits, bool):
             raise ValueError(
                 f"`num_bits` must be 8 (TFLite int8 is the export target), got {self.num_bits!r}"

@@ -11,8 +11,10 @@ float weights stay where they were and a float model's checkpoint still loads.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any, Sequence
+import threading
+from typing import Any, Iterator, Sequence
 
 import keras
 from keras import ops
@@ -21,6 +23,28 @@ from keras_bertopt import _compat
 from keras_bertopt.quantization import quantizers
 
 _PATCH_ATTR = "_keras_bertopt_quantizer"
+_STATE = threading.local()
+
+
+@contextlib.contextmanager
+def runtime_activations() -> Iterator[None]:
+    """Within this block, quantized Dense / EinsumDense layers leave activations float.
+
+    Their kernels (and embedding tables) are still fake-quantized. This is how a
+    QAT model is traced for a dynamic-range file (`to_tflite(qat, quantization=
+    "dynamic")`): the file holds the int8 weights QAT learned and LiteRT
+    quantizes activations at run time, so no learned range may reach the graph.
+    """
+    previous = getattr(_STATE, "runtime", False)
+    _STATE.runtime = True
+    try:
+        yield
+    finally:
+        _STATE.runtime = previous
+
+
+def _activations_at_runtime() -> bool:
+    return getattr(_STATE, "runtime", False)
 
 
 @keras.saving.register_keras_serializable(package="keras_bertopt")
@@ -39,6 +63,9 @@ class LayerQuantizer(keras.layers.Layer):
             None for one per-tensor scale.
         ema_decay: decay of the range moving average.
         quantize_outputs: also fake-quantize the layer's output.
+        quantize_inputs: fake-quantize the layer's input (False for
+            ``QuantizationConfig(activations="dynamic")``: only the kernel is;
+            the range variables still exist and ``updates`` still counts steps).
         weights_only: only the weights are fake-quantized (embedding tables):
             no activation ranges, no state variables.
     """
@@ -50,10 +77,12 @@ class LayerQuantizer(keras.layers.Layer):
         ema_decay: float = 0.99,
         quantize_outputs: bool = True,
         weights_only: bool = False,
+        quantize_inputs: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.weights_only = bool(weights_only)
+        self.quantize_inputs = bool(quantize_inputs)
         self.target = target
         self.reduce_axes = None if reduce_axes is None else tuple(int(a) for a in reduce_axes)
         self.ema_decay = float(ema_decay)
@@ -105,16 +134,21 @@ class LayerQuantizer(keras.layers.Layer):
 
     def quantize_input(self, x: Any, training: bool) -> Any:
         """Fake-quantize the layer input (updating its range when training)."""
+        if not self.quantize_inputs or _activations_at_runtime():
+            return x
         return self._track(x, self.input_min, self.input_max, training)
 
     def quantize_output(self, y: Any, training: bool) -> Any:
         """Fake-quantize the layer output (before its activation)."""
-        if not self.quantize_outputs:
+        if not self.quantize_outputs or _activations_at_runtime():
             return y
         return self._track(y, self.output_min, self.output_max, training)
 
     def quantize_kernel(self, kernel: Any) -> Any:
         """Symmetric 8-bit fake-quantized kernel (per channel or per tensor)."""
+        if _activations_at_runtime():
+            # No FakeQuant op in the trace: one would switch the converter to QAT mode.
+            return quantizers.weight_grid(kernel, self.reduce_axes)
         return quantizers.fake_quant_weight(kernel, self.reduce_axes)
 
     def count(self, training: bool) -> None:
@@ -133,6 +167,7 @@ class LayerQuantizer(keras.layers.Layer):
                 "ema_decay": self.ema_decay,
                 "quantize_outputs": self.quantize_outputs,
                 "weights_only": self.weights_only,
+                "quantize_inputs": self.quantize_inputs,
             }
         )
         return config
@@ -193,6 +228,8 @@ SOFTMAX_OUTPUT_MAX = 255.0 / 256.0
 
 def _softmax_call(original: Any, inputs: Any, mask: Any = None) -> Any:
     probabilities = original(inputs, mask=mask)
+    if _activations_at_runtime():
+        return probabilities
     return quantizers.fake_quant_activation(probabilities, 0.0, SOFTMAX_OUTPUT_MAX)
 
 

@@ -44,6 +44,15 @@ def weight_scale(kernel: Any, reduce_axes: Sequence[int] | None) -> Any:
     return ops.maximum(amax, EPSILON) / QMAX
 
 
+def weight_grid(kernel: Any, reduce_axes: Sequence[int] | None) -> Any:
+    """`kernel` rounded onto its symmetric int8 grid with plain ops (no gradient, no
+    FakeQuant op: a traced constant folds to float values the converter's own
+    dynamic-range quantization reproduces)."""
+    kernel = ops.convert_to_tensor(kernel)
+    scale = weight_scale(kernel, reduce_axes)
+    return ops.clip(ops.round(kernel / scale), -QMAX, QMAX) * scale
+
+
 def fake_quant_weight(kernel: Any, reduce_axes: Sequence[int] | None) -> Any:
     """Symmetric 8-bit fake-quantized `kernel`, with straight-through gradient.
 

@@ -114,7 +114,8 @@ class QuantizeAwareTextClassifier(keras_hub.models.TextClassifier):
                 kernel_path,
                 reduce_axes=reduce_axes,
                 ema_decay=config.ema_decay,
-                quantize_outputs=config.quantize_outputs,
+                quantize_outputs=config.quantize_outputs and config.activations == "static",
+                quantize_inputs=config.activations == "static",
                 name=_quantizer_name(kernel_path),
             )
             quantizer.build()
