@@ -4,9 +4,13 @@ For one fine-tuned MiniLM-L6 (`common.finetuned_minilm()`, or ``--model
 PATH.keras``), measured in one run on this machine:
 
 * files: float32, dynamic-range, post-training int8 (256 SST-2 train sentences
-  of calibration) and QAT int8 (`quantize_aware` + ``--qat-steps`` steps of 32
-  length-bucketed SST-2 train sentences, `create_optimizer(2e-5)`; default 50;
-  with ``--qat-distill`` learning from the float model by KD);
+  of calibration) and three QAT models, each `quantize_aware` + ``--qat-steps``
+  steps of 32 length-bucketed SST-2 train sentences, `create_optimizer(2e-5)`
+  (default 50; with ``--qat-distill`` learning from the float model by KD):
+  ``qat_int8`` (static int8 activations, the ``"int8"`` file), ``qat_dynamic``
+  (``QuantizationConfig(activations="dynamic")``: int8 weights learned, the
+  ``"dynamic"`` file) and ``qat_fully_integer`` (``fully_integer=True``, every
+  op int8 / int32; ``--no-fully-integer`` skips it);
 * each as a fixed-128 file (``length_buckets=None``: every sentence padded to
   128) and as `to_tflite`'s default real-length file (length buckets 16/32/64/128:
   each sentence runs in the shortest bucket that holds it); float32 also with one
@@ -110,8 +114,8 @@ def summary(times: list[float]) -> dict:
     }
 
 
-def qat_model(model, steps: int, distill: bool) -> tuple:
-    """`quantize_aware(model)` trained `steps` steps of 32 on length-bucketed SST-2 train.
+def qat_model(model, steps: int, distill: bool, config=None) -> tuple:
+    """`quantize_aware(model, config)` trained `steps` steps of 32 on length-bucketed SST-2 train.
 
     With `distill`, the float model is the teacher (`keras_bertopt.distillation.Distiller`,
     temperature 2, alpha 0.7, run live); otherwise hard labels only.
@@ -123,7 +127,7 @@ def qat_model(model, steps: int, distill: bool) -> tuple:
     from keras_bertopt.optimizers import create_optimizer
     from keras_bertopt.quantization import QuantizationConfig, quantize_aware
 
-    qat = quantize_aware(model, QuantizationConfig(quantize_embeddings=True))
+    qat = quantize_aware(model, config or QuantizationConfig())
     fixed = qat.preprocessor
     dynamic_padding(qat)
     texts, labels = sst2_examples("train")
@@ -140,7 +144,8 @@ def qat_model(model, steps: int, distill: bool) -> tuple:
     seconds = time.perf_counter() - start
     qat.preprocessor = fixed
     model.trainable = True  # the Distiller froze the teacher
-    return qat, {"steps": steps, "examples": steps * 32, "seconds": round(seconds, 1),
+    return qat, {"config": qat.quantization_config.get_config(),
+                 "steps": steps, "examples": steps * 32, "seconds": round(seconds, 1),
                  "data": "SST-2 train, length-bucketed batches of 32",
                  "distillation": ("float model as teacher, T 2, alpha 0.7" if distill
                                   else "none (hard labels)"),
@@ -159,6 +164,8 @@ def main(argv: list[str] | None = None) -> str:
                         help="QAT learns from the float model (Distiller, T 2, alpha 0.7)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="timing rounds over every file (order alternating)")
+    parser.add_argument("--no-fully-integer", action="store_true",
+                        help="skip the fully-integer QAT file")
     parser.add_argument("--no-mediapipe", action="store_true",
                         help="skip MediaPipe's TextClassifier on a metadata file")
     args = parser.parse_args(argv)
@@ -195,10 +202,19 @@ def main(argv: list[str] | None = None) -> str:
                                           "p90": float(np.percentile(lengths, 90)),
                                           "max": int(lengths.max())}}
     if qat_steps:
-        log(f"QAT: quantize_aware + {qat_steps} steps")
-        qat, result["qat_training"] = qat_model(model, qat_steps, args.qat_distill)
-        qat.preprocessor.sequence_length = SEQUENCE_LENGTH
-        sources["qat_int8"] = (qat, "int8", {})
+        from keras_bertopt.quantization import QuantizationConfig
+
+        variants = {"qat_int8": (QuantizationConfig(), "int8"),
+                    "qat_dynamic": (QuantizationConfig(activations="dynamic"), "dynamic")}
+        if not args.no_fully_integer:
+            variants["qat_fully_integer"] = (QuantizationConfig(fully_integer=True), "int8")
+        result["qat_training"] = {}
+        for name, (config, mode) in variants.items():
+            log(f"{name}: quantize_aware + {qat_steps} steps")
+            qat, result["qat_training"][name] = qat_model(model, qat_steps, args.qat_distill,
+                                                          config)
+            qat.preprocessor.sequence_length = SEQUENCE_LENGTH
+            sources[name] = (qat, mode, {})
     folder = tempfile.mkdtemp(prefix="latency_bench_", dir=_cache_dir())
     files: dict = {}
     for name, (source, quantization, kwargs) in sources.items():

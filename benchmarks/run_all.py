@@ -268,6 +268,11 @@ def _points(what: str, value: Any, limit: float, source: str, quick: bool) -> Ro
                None if value is None else value >= limit, source, quick)
 
 
+#: The QAT files of benchmarks/latency.py, by key: the name the summary gives them.
+QAT_VARIANTS = {"qat_int8": "QAT int8", "qat_dynamic": "QAT (dynamic activations)",
+                "qat_fully_integer": "fully-integer QAT"}
+
+
 def _latency_rows(data: dict[str, Any] | None, quick: bool) -> list[Row]:
     """Real-length and QAT latency against float32 fixed-128 (SST-2 dev, batch 1)."""
     files = _get(data, "files") or {}
@@ -279,23 +284,24 @@ def _latency_rows(data: dict[str, Any] | None, quick: bool) -> list[Row]:
         _at_most("real-length dynamic-range latency vs float32 fixed-128 (median, SST-2 dev)",
                  field("dynamic/real_length", "median_vs_float32_fixed128"), 0.15, "latency",
                  quick),
-        _at_most("real-length QAT int8 latency vs float32 fixed-128 (median, SST-2 dev)",
-                 field("qat_int8/real_length", "median_vs_float32_fixed128"), 0.12, "latency",
-                 quick),
     ]
-    qat, dyn = field("qat_int8/fixed128", "median_ms"), field("dynamic/fixed128", "median_ms")
-    ratio = None if qat is None or dyn is None else qat / dyn
-    rows.append(_at_most("QAT int8 vs dynamic-range latency, fixed-128", ratio, 1.0, "latency",
-                         quick))
-    qat_acc, dyn_acc = field("qat_int8/fixed128", "accuracy"), field("dynamic/fixed128",
-                                                                    "accuracy")
-    gap = None if qat_acc is None or dyn_acc is None else 100 * (qat_acc - dyn_acc)
-    rows.append(_points("QAT int8 vs dynamic-range TFLite accuracy, SST-2 dev", gap, 0.0,
-                        "latency", quick))
     float_acc = _get(data, "keras_float_accuracy")
-    gap = None if qat_acc is None or float_acc is None else 100 * (qat_acc - float_acc)
-    rows.append(_points("QAT int8 TFLite vs float Keras accuracy, SST-2 dev", gap, -0.3,
-                        "latency", quick))
+    dyn, dyn_acc = field("dynamic/fixed128", "median_ms"), field("dynamic/fixed128", "accuracy")
+    for key, label in QAT_VARIANTS.items():
+        rows.append(_at_most(
+            f"real-length {label} latency vs float32 fixed-128 (median, SST-2 dev)",
+            field(f"{key}/real_length", "median_vs_float32_fixed128"), 0.12, "latency", quick))
+        qat = field(f"{key}/fixed128", "median_ms")
+        ratio = None if qat is None or dyn is None else qat / dyn
+        rows.append(_at_most(f"{label} vs dynamic-range latency, fixed-128", ratio, 1.0,
+                             "latency", quick))
+        qat_acc = field(f"{key}/fixed128", "accuracy")
+        gap = None if qat_acc is None or dyn_acc is None else 100 * (qat_acc - dyn_acc)
+        rows.append(_points(f"{label} vs dynamic-range TFLite accuracy, SST-2 dev", gap, 0.0,
+                            "latency", quick))
+        gap = None if qat_acc is None or float_acc is None else 100 * (qat_acc - float_acc)
+        rows.append(_points(f"{label} TFLite vs float Keras accuracy, SST-2 dev", gap, -0.3,
+                            "latency", quick))
     agreement = _get(data, "mediapipe", "label_agreement_with_tflite_classifier")
     rows.append(Row("MediaPipe TextClassifier vs TFLiteClassifier labels, SST-2 dev", agreement,
                     _num(agreement, ".2%"), "100%",
