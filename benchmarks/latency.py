@@ -224,8 +224,13 @@ def main(argv: list[str] | None = None) -> str:
             key = f"{name}/{layout}"
             path = os.path.join(folder, f"{name}_{layout}.tflite")
             start = time.perf_counter()
-            report = to_tflite(source, path, quantization, sequence_length=SEQUENCE_LENGTH,
-                               verify=False, **length_kwargs, **kwargs)
+            try:
+                report = to_tflite(source, path, quantization, sequence_length=SEQUENCE_LENGTH,
+                                   verify=False, **length_kwargs, **kwargs)
+            except Exception as err:  # recorded in the JSON; the other files still run
+                result.setdefault("failed_exports", {})[key] = f"{type(err).__name__}: {err}"
+                log(f"{key}: export failed: {err}")
+                continue
             files[key] = {"path": path, "size_bytes": report.size_bytes,
                           "layout": report.layout, "ops": report.ops,
                           "export_seconds": round(time.perf_counter() - start, 1)}
@@ -287,7 +292,7 @@ def _compare(rows: dict) -> dict:
     base = rows["float32/fixed128"]
     out = {}
     for key, row in rows.items():
-        twin = rows[f"{key.split('/')[0]}/fixed128"]
+        twin = rows.get(f"{key.split('/')[0]}/fixed128", row)
         row = dict(row)
         labels = np.asarray(row.pop("labels"))
         row["median_vs_float32_fixed128"] = round(row["median_ms"] / base["median_ms"], 4)
