@@ -43,6 +43,8 @@ def test_defaults_and_demo_yaml_match_demo_config():
         ({"export": {"labels": ["good"]}}, "'export.labels': expected [] or 2 distinct"),
         ({"export": {"labels": ["a", "a"]}}, "'export.labels': expected [] or 2 distinct"),
         ({"export": {"metadata": "yes"}}, "'export.metadata'"),
+        ({"qat": {"activations": "runtime"}}, "'qat.activations': expected one of"),
+        ({"qat": {"activations": "dynamic"}}, "'export.qat_quantization': expected no 'int8'"),
         ({"evaluate": {"splits": ["dev"]}}, "'evaluate.splits[0]'"),
         ({"model": {"num_classes": 1}}, "'model.num_classes'"),
         ({"model": {"tiny": {"hidden_dim": 30, "num_heads": 4}}}, "'model.tiny.hidden_dim'"),
@@ -536,3 +538,26 @@ def test_recipe_options_run_hf_dir_regularization_layerwise_block_global_and_n_m
     for path, w in views:
         groups = (w != 0).T.reshape(w.shape[1], -1, 4)  # 4 consecutive inputs per output
         assert np.all(groups.sum(-1) == 2), f"{path}: not 2 of every 4 kept"
+
+
+@pytest.mark.slow
+def test_qat_with_dynamic_activations_exports_a_dynamic_range_file(tmp_path):
+    from keras_bertopt.export import inspect_tflite
+
+    config = json.loads(json.dumps(MICRO))
+    # Hidden 32, feed-forward 64: kernels of >= 1024 values, which the converter quantizes.
+    config["model"]["tiny"] = {"num_layers": 1, "hidden_dim": 32, "intermediate_dim": 64}
+    config["prune"] = {"enabled": False}
+    config["qat"] = {"enabled": True, "steps_per_epoch": 2, "activations": "dynamic"}
+    config["export"] = {"enabled": True, "quantization": [], "qat_quantization": ["dynamic"],
+                        "metadata": False}
+    out = str(tmp_path / "run")
+    recipe.run(config, output_dir=out, log=lambda line: None, fit_verbose=0)
+    state = json.loads(open(os.path.join(out, "state.json")).read())
+    (file,) = state["stages"]["export"]["files"]
+    assert (file["stage"], file["quantization"]) == ("qat", "dynamic")
+    signatures = inspect_tflite(os.path.join(out, "export", file["name"] + ".tflite"))[
+        "op_signatures"]
+    # The QAT model's matmuls run on int8 weights with activations quantized at run time.
+    assert sum(n for s, n in signatures.items() if s.startswith("FULLY_CONNECTED(FLOAT32,INT8")) > 0
+    assert not any(s.startswith(("QUANTIZE", "FULLY_CONNECTED(INT8")) for s in signatures)

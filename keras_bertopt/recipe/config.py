@@ -248,7 +248,12 @@ class QATConfig:
     int8 file is as sparse as the pruned model. `quantize_embeddings`: also
     int8 embedding tables (`QuantizationConfig(quantize_embeddings=True)`); in
     MiniLM the token table is half the parameters, so this is what brings the
-    int8 file to about a quarter of the float32 size.
+    int8 file to about a quarter of the float32 size. `activations`:
+    ``static`` trains int8 activation ranges for the ``int8`` file;
+    ``dynamic`` (`QuantizationConfig(activations="dynamic")`) trains int8
+    weights only, for a ``dynamic`` file (activations quantized at run time,
+    the faster CPU file; then list ``dynamic``, not ``int8``, in
+    `export.qat_quantization`).
     """
 
     enabled: bool = True
@@ -257,6 +262,7 @@ class QATConfig:
     learning_rate: float = 1e-4
     preserve_sparsity: bool = True
     quantize_embeddings: bool = True
+    activations: Literal["static", "dynamic"] = "static"
     distill: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
 
 

@@ -39,7 +39,8 @@ def run(recipe: Recipe) -> dict[str, Any]:
 
     def setup(model: Any, total: int) -> training.Setup:
         qmodel = quantization.quantize_aware(
-            model, quantization.QuantizationConfig(quantize_embeddings=q.quantize_embeddings)
+            model, quantization.QuantizationConfig(quantize_embeddings=q.quantize_embeddings,
+                                                   activations=q.activations)
         )
         trained = distill.wrap(recipe, qmodel, q.distill)
         extra = [keep_sparsity(trained, pr)] if preserve else []

@@ -293,6 +293,10 @@ def _check_export(config: RecipeConfig) -> None:
     for key in ("quantization", "qat_quantization", "baseline_quantization"):
         modes = getattr(ex, key)
         require(len(set(modes)) == len(modes), f"export.{key}", "no repeated modes", modes)
+    require(not (q.enabled and q.activations == "dynamic" and "int8" in ex.qat_quantization),
+            "export.qat_quantization",
+            "no 'int8' when qat.activations is 'dynamic' (no activation ranges are learned; "
+            "export 'dynamic')", ex.qat_quantization)
     require(ex.representative_batches >= 1, "export.representative_batches",
             "an integer >= 1", ex.representative_batches)
     num_classes = config.model.num_classes
