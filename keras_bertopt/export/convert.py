@@ -107,8 +107,10 @@ def to_tflite(
             ``{token_ids, segment_ids, padding_mask}`` and returning logits.
         path: the .tflite file to write (atomically).
         quantization: ``"none"`` (float32), ``"float16"``, ``"dynamic"``
-            (int8 weights) or ``"int8"`` (QAT ranges for a QAT model,
-            post-training full int8 calibrated on `representative_data` otherwise).
+            (int8 weights, activations quantized at run time; of a QAT model:
+            the int8 weights it learned, its activation ranges unused) or
+            ``"int8"`` (QAT ranges for a QAT model, post-training full int8
+            calibrated on `representative_data` otherwise).
         representative_data: examples for int8 calibration of a float model and
             for verification: raw strings, a ``(texts, labels)`` tuple, a
             `tf.data.Dataset` of string or (text, label) batches, or dicts of

@@ -10,7 +10,9 @@ The default graph runs every Dense / EinsumDense as an int8 FULLY_CONNECTED and
 keeps LayerNorm, softmax and the two attention matmuls float (LiteRT's int8
 BATCH_MATMUL has no XNNPack kernel); `QuantizationConfig(fully_integer=True)`
 makes every op between the int32 inputs and the logits int8 / int32, for NPUs
-and int8-only delegates.
+and int8-only delegates. `QuantizationConfig(activations="dynamic")` learns
+int8 weights only, for a dynamic-range file (`to_tflite(qat, quantization=
+"dynamic")`), the fastest file on CPU.
 
 ```python
 from keras_bertopt.quantization import quantize_aware, QuantizationConfig
