@@ -18,10 +18,13 @@ PATH.keras``), measured in one run on this machine:
   was chosen against;
 * per file: the 872 dev sentences in dataset order, batch 1, one interpreter
   thread, each call timed through `TFLiteClassifier.predict_logits` (bucket
-  choice and trimming included), in ``--rounds`` (3) rounds over all files, the
-  order reversed every other round: median over rounds of each round's median,
-  p90 and mean ms; dev accuracy; label agreement with the same mode's
-  fixed-128 file; size; op counts;
+  choice and trimming included), in ``--rounds`` (3) paired rounds: every file
+  is loaded at once and each sentence runs through all files back to back (order
+  rotating per sentence), so load changes on the shared machine hit every file
+  alike: median over rounds of each round's median, p90 and mean ms; paired
+  ratios (median over sentences of this file's time / float32 fixed-128's and /
+  dynamic-range's in the same layout, same sentence and round); dev accuracy;
+  label agreement with the same mode's fixed-128 file; size; op counts;
 * ratios against float32 fixed-128 (latency) and accuracy deltas against it;
 * MediaPipe: a float32 file with metadata (`metadata=True`), MediaPipe's
   `TextClassifier` on every dev sentence vs `TFLiteClassifier` (label agreement).
@@ -88,21 +91,46 @@ def load_model(path: str | None):
     return model
 
 
-def time_sentences(runner, arrays) -> tuple[list[float], list[int]]:
-    """Per-sentence ms and labels: one batch-1 `predict_logits` call per sentence, in order."""
+def paired_times(runners: dict, arrays, rounds: int) -> tuple[dict, dict]:
+    """ms per (file, round, sentence) and labels per file, every sentence through every file.
+
+    Files run back to back per sentence in an order rotated by one each sentence (and
+    reversed every other round); every bucket plan is warmed up first.
+    """
     import numpy as np
 
+    keys = list(runners)
     n = len(arrays["token_ids"])
     rows = [{k: v[i:i + 1] for k, v in arrays.items()} for i in range(n)]
-    for row in rows[:5]:  # warm-up: every bucket's plan gets allocated once
-        runner.predict_logits(row)
-    times, labels = [], []
-    for row in rows:
-        start = time.perf_counter()
-        logits = runner.predict_logits(row)
-        times.append((time.perf_counter() - start) * 1000.0)
-        labels.append(int(np.argmax(logits[0])))
+    for runner in runners.values():
+        for row in rows[:5]:
+            runner.predict_logits(row)
+    times = {key: [[0.0] * n for _ in range(rounds)] for key in keys}
+    labels = {key: [0] * n for key in keys}
+    for r in range(rounds):
+        base = keys if r % 2 == 0 else keys[::-1]
+        for i, row in enumerate(rows):
+            shift = i % len(keys)
+            for key in base[shift:] + base[:shift]:
+                start = time.perf_counter()
+                logits = runners[key].predict_logits(row)
+                times[key][r][i] = (time.perf_counter() - start) * 1000.0
+                labels[key][i] = int(np.argmax(logits[0]))
     return times, labels
+
+
+def paired_ratios(times: dict, key: str) -> dict:
+    """Median over sentences and rounds of this file's time / another's on the same call slot:
+    against float32 fixed-128 and against dynamic-range in the same layout."""
+    import numpy as np
+
+    layout = key.split("/")[1]
+    out = {}
+    for other in ("float32/fixed128", f"dynamic/{layout}"):
+        if other in times and other != key:
+            ratio = np.asarray(times[key]) / np.asarray(times[other])
+            out[other] = round(float(np.median(ratio)), 4)
+    return out
 
 
 def summary(times: list[float]) -> dict:
@@ -235,26 +263,23 @@ def main(argv: list[str] | None = None) -> str:
                           "layout": report.layout, "ops": report.ops,
                           "export_seconds": round(time.perf_counter() - start, 1)}
             log(f"{key}: exported, {report.size_bytes / 1e6:.2f} MB")
-    # Every file is timed once per round, the order reversed every other round, so a
-    # change of machine load hits every file alike (the machine is shared).
+    # Paired timing: every runner is loaded at once and each sentence runs through every
+    # file back to back (the file order rotating per sentence), so a change of load on the
+    # shared machine hits all files alike; per-sentence ratios between files are kept.
     rounds = 1 if args.quick else args.rounds
-    per_round: dict = {key: [] for key in files}
-    labels_of: dict = {}
-    for r in range(rounds):
-        order = list(files) if r % 2 == 0 else list(reversed(files))
-        for key in order:
-            runner = TFLiteClassifier(files[key]["path"], preprocessor, num_threads=NUM_THREADS)
-            times, labels = time_sentences(runner, arrays)
-            per_round[key].append(summary(times))
-            labels_of.setdefault(key, labels)
-            del runner
-        log(f"round {r + 1}/{rounds} timed")
+    runners = {key: TFLiteClassifier(info["path"], preprocessor, num_threads=NUM_THREADS)
+               for key, info in files.items()}
+    times, labels_of = paired_times(runners, arrays, rounds)
+    del runners
+    per_round = {key: [summary(t) for t in times[key]] for key in files}
+    log(f"{rounds} paired rounds timed")
     rows: dict = {}
     for key, info in files.items():
         stats = {k: round(statistics.median(s[k] for s in per_round[key]), 3)
                  for k in ("median_ms", "p90_ms", "mean_ms")}
         labels = labels_of[key]
         rows[key] = {**stats, "round_medians_ms": [s["median_ms"] for s in per_round[key]],
+                     "paired_ratios": paired_ratios(times, key),
                      "accuracy": float(np.mean(np.asarray(labels) == truth)),
                      "labels": labels, **{k: v for k, v in info.items() if k != "path"}}
         log(f"{key}: median {rows[key]['median_ms']:.2f} ms, p90 {rows[key]['p90_ms']:.2f}, "
@@ -304,12 +329,14 @@ def _compare(rows: dict) -> dict:
 
 
 def _print_table(files: dict) -> None:
-    print("| file | median ms | p90 ms | x float32 fixed-128 (median) | accuracy | "
-          "same labels as fixed-128 | MB |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| file | median ms | p90 ms | x float32 fixed-128 (median) | x dynamic-range, same "
+          "layout (paired) | accuracy | same labels as fixed-128 | MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for key, r in files.items():
+        versus = r.get("paired_ratios", {}).get(f"dynamic/{key.split('/')[1]}")
         print(f"| {key} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | "
-              f"{r['median_vs_float32_fixed128']:.3f} | {100 * r['accuracy']:.2f} | "
+              f"{r['median_vs_float32_fixed128']:.3f} | "
+              f"{'-' if versus is None else format(versus, '.3f')} | {100 * r['accuracy']:.2f} | "
               f"{100 * r['label_agreement_with_fixed128']:.1f}% | {r['size_bytes'] / 1e6:.2f} |")
 
 

@@ -291,10 +291,17 @@ def _latency_rows(data: dict[str, Any] | None, quick: bool) -> list[Row]:
         rows.append(_at_most(
             f"real-length {label} latency vs float32 fixed-128 (median, SST-2 dev)",
             field(f"{key}/real_length", "median_vs_float32_fixed128"), 0.12, "latency", quick))
+        # Paired (same sentence, back to back) when the run has it; else ratio of medians.
         qat = field(f"{key}/fixed128", "median_ms")
-        ratio = None if qat is None or dyn is None else qat / dyn
+        ratio = _get(files, f"{key}/fixed128", "paired_ratios", "dynamic/fixed128")
+        if ratio is None and qat is not None and dyn is not None:
+            ratio = qat / dyn
         rows.append(_at_most(f"{label} vs dynamic-range latency, fixed-128", ratio, 1.0,
                              "latency", quick))
+        rows.append(_at_most(
+            f"{label} vs dynamic-range latency, real-length (paired)",
+            _get(files, f"{key}/real_length", "paired_ratios", "dynamic/real_length"), 1.0,
+            "latency", quick))
         qat_acc = field(f"{key}/fixed128", "accuracy")
         gap = None if qat_acc is None or dyn_acc is None else 100 * (qat_acc - dyn_acc)
         rows.append(_points(f"{label} vs dynamic-range TFLite accuracy, SST-2 dev", gap, 0.0,
