@@ -12,10 +12,11 @@ PATH.keras``), measured in one run on this machine:
   ``"dynamic"`` file) and ``qat_fully_integer`` (``fully_integer=True``, every
   op int8 / int32; ``--no-fully-integer`` skips it);
 * each as a fixed-128 file (``length_buckets=None``: every sentence padded to
-  128) and as `to_tflite`'s default real-length file (length buckets 16/32/64/128:
-  each sentence runs in the shortest bucket that holds it); float32 also with one
-  dynamic-length signature (``dynamic_length=True``), the alternative the default
-  was chosen against;
+  128) and as `to_tflite`'s default real-length file (length buckets
+  16/24/32/48/64/96/128: each sentence runs in the shortest bucket that holds it);
+  float32 also with one dynamic-length signature (``dynamic_length=True``) and
+  dynamic-range also with buckets 16/32/64/128 (``real_length_x2``), the
+  alternatives the default was chosen against;
 * per file: the 872 dev sentences in dataset order, batch 1, one interpreter
   thread, each call timed through `TFLiteClassifier.predict_logits` (bucket
   choice and trimming included), in ``--rounds`` (3) paired rounds: every file
@@ -68,9 +69,12 @@ QAT_PEAK_LEARNING_RATE = 2e-5
 #: The file layouts compared: name -> `to_tflite` length arguments.
 LAYOUTS = {
     "fixed128": {"length_buckets": None},
-    "real_length": {},  # to_tflite's default: length buckets 16/32/64/128
+    "real_length": {},  # to_tflite's default: length buckets 16/24/32/48/64/96/128
     "dynamic_length": {"length_buckets": None, "dynamic_length": True},
+    "real_length_x2": {"length_buckets": (16, 32, 64)},  # the default before 2026-12-03
 }
+#: The one file each alternative layout is measured for.
+ALTERNATIVE_LAYOUTS = {"dynamic_length": "float32", "real_length_x2": "dynamic"}
 
 
 def log(message: str) -> None:
@@ -121,12 +125,16 @@ def paired_times(runners: dict, arrays, rounds: int) -> tuple[dict, dict]:
 
 def paired_ratios(times: dict, key: str) -> dict:
     """Median over sentences and rounds of this file's time / another's on the same call slot:
-    against float32 fixed-128 and against dynamic-range in the same layout."""
+    against float32 fixed-128, against dynamic-range in the same layout and (for an
+    alternative layout) against the same file in the default real-length layout."""
     import numpy as np
 
-    layout = key.split("/")[1]
+    name, layout = key.split("/")
     out = {}
-    for other in ("float32/fixed128", f"dynamic/{layout}"):
+    others = ["float32/fixed128", f"dynamic/{layout}"]
+    if layout in ALTERNATIVE_LAYOUTS:
+        others.append(f"{name}/real_length")
+    for other in others:
         if other in times and other != key:
             ratio = np.asarray(times[key]) / np.asarray(times[other])
             out[other] = round(float(np.median(ratio)), 4)
@@ -247,7 +255,9 @@ def main(argv: list[str] | None = None) -> str:
     files: dict = {}
     for name, (source, quantization, kwargs) in sources.items():
         for layout, length_kwargs in LAYOUTS.items():
-            if layout == "dynamic_length" and (args.no_dynamic_length or name != "float32"):
+            if layout in ALTERNATIVE_LAYOUTS and name != ALTERNATIVE_LAYOUTS[layout]:
+                continue
+            if layout == "dynamic_length" and args.no_dynamic_length:
                 continue
             key = f"{name}/{layout}"
             path = os.path.join(folder, f"{name}_{layout}.tflite")
@@ -291,6 +301,11 @@ def main(argv: list[str] | None = None) -> str:
     result["files"] = _compare(rows)
     result["seconds"] = round(time.perf_counter() - wall, 1)
     _print_table(result["files"])
+    for layout, name in ALTERNATIVE_LAYOUTS.items():
+        ratio = result["files"].get(f"{name}/{layout}", {}).get("paired_ratios", {})
+        if f"{name}/real_length" in ratio:
+            print(f"{name}/{layout}: {ratio[f'{name}/real_length']:.3f}x the time of "
+                  f"{name}/real_length (paired median)")
     return write_result("latency_quick" if args.quick else "latency", result)
 
 

@@ -213,7 +213,7 @@ def test_evaluate_and_export_commands_on_demo_outputs(demo_run, tmp_path, capsys
     real_length = str(tmp_path / "real_length.tflite")
     assert cli.main(["export", os.path.join(out, "prune", "model.keras"), "--output",
                      real_length, "--no-metadata"]) == 0
-    assert "length buckets [16, 32], output logits" in capsys.readouterr().out
+    assert "length buckets [16, 24, 32], output logits" in capsys.readouterr().out
     # int8 of a float model needs representative data: refused before any work.
     assert cli.main(["export", os.path.join(out, "prune", "model.keras"), "--output",
                      str(tmp_path / "x.tflite"), "--quantization", "int8"]) == 2

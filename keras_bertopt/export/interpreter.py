@@ -2,13 +2,14 @@
 
 A file from `to_tflite` has one of three layouts, told apart by its signatures:
 
-* **dynamic length** (the default): one signature whose inputs are
+* **length buckets** (the default): several signatures ``len_16``,
+  ``len_24``, ... each of a fixed length; an input runs in the shortest bucket
+  that holds it.
+* **dynamic length**: one signature whose inputs are
   ``[batch, -1]``; every call runs at the length it is given (LiteRT resizes the
   inputs and re-plans the graph when the length changes).
 * **fixed length**: one signature of shape ``[batch, L]``; every input is
   padded to ``L`` (what accelerators that need static shapes take).
-* **length buckets**: several signatures ``len_16``, ``len_32``, ... each of
-  a fixed length; an input runs in the shortest bucket that holds it.
 
 `Signatures.load(interpreter)` reads the layout; `run_logits` runs int32 inputs
 at their real length (`keras_bertopt.export.inputs.real_lengths`) with the

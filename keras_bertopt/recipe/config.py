@@ -281,7 +281,7 @@ class ExportConfig:
     `labels`) so the files run in MediaPipe Tasks on raw text; null (default):
     on when `mediapipe` is installed and the tokenizer is uncased. Metadata
     files have one fixed length (MediaPipe runs a single-signature file);
-    ``false`` gives real-length files (length buckets 16/32/64/length).
+    ``false`` gives real-length files (length buckets 16/24/32/48/64/96/.../length).
     `labels`: class names (default: the class indices "0", "1", ...).
     """
 
