@@ -60,7 +60,7 @@ def test_float_export_matches_keras(float_file):
         assert f.read(8)[4:] == b"TFL3"
     assert report.quantization == "none" and not report.quantize_aware
     assert report.sequence_length == SEQ and report.batch_size == 1
-    assert report.layout == "buckets" and report.length_buckets == [16, 32]  # the default
+    assert report.layout == "buckets" and report.length_buckets == [16, 24, 32]  # the default
     assert report.size_bytes == os.path.getsize(path)
     assert 0 < report.gzip_bytes < report.size_bytes
     assert report.num_samples == 64 and report.sample_source == "sample_data"
@@ -368,7 +368,7 @@ def test_classifier_rejects_bad_files(trained, float_file, tmp_path):
     with pytest.raises(ValueError, match=r"unsigned\.tflite.*has no signature"):
         TFLiteClassifier(unsigned, model.preprocessor)
     long = build_classifier(TinyConfig(), 2, sequence_length=64).preprocessor
-    with pytest.raises(ValueError, match=r"model\.tflite.*buckets \[16, 32\].*packs to 64"):
+    with pytest.raises(ValueError, match=r"model\.tflite.*buckets \[16, 24, 32\].*packs to 64"):
         TFLiteClassifier(float_file[0], long)
     with pytest.raises(ValueError, match="`preprocessor`"):
         TFLiteClassifier(float_file[0], None)
