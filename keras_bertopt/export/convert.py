@@ -10,11 +10,11 @@ By default the file holds one static-shape signature per length bucket (16,
 24, 32, 48, 64, 96, ... below the export length, and the export length) and
 runs each input in the shortest bucket that holds it: measured on
 all-MiniLM-L6-v2 (README, "Real-length inference") this is as fast as a
-fixed-length file of the bucket's length, while a
-dynamic-length signature (``dynamic_length=True``) is about 3x slower than the
-fixed file at the same length, because its graph has dynamic-sized tensors and
-LiteRT's XNNPack delegate refuses it. With ``metadata=True`` the file has one
-fixed length (MediaPipe runs a file's first signature only).
+fixed-length file of the bucket's length. A dynamic-length signature
+(``dynamic_length=True``) ran 3x slower with TensorFlow 2.19's LiteRT (XNNPack
+refused its dynamic-sized tensors) and as fast as the buckets with
+ai-edge-litert 2.3; buckets run on every runtime and static-shape accelerator.
+With ``metadata=True`` the file has one fixed length (MediaPipe runs a file's first signature only).
 
 The file is written to a temporary name beside `path` and renamed
 (`keras_bertopt.files.atomic_output`), so a failed export leaves nothing at
@@ -62,7 +62,7 @@ QAT_FLOAT_OPS = ("BATCH_MATMUL", "GELU")
 #: Length buckets below the export length that `to_tflite` adds by default: each at
 #: most 1.5x the one before, so an input longer than 16 tokens runs padded by less
 #: than half. Measured on MiniLM, SST-2 dev, dynamic-range (README, "Real-length
-#: inference"): 0.89x the median time per sentence of buckets 16/32/64/128, for a
+#: inference"): 0.91x the time per sentence of buckets 16/32/64/128 (paired), for a
 #: 5% larger file (each signature adds its own small constants).
 DEFAULT_LENGTH_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384)
 
