@@ -18,10 +18,10 @@ a keras-hub classifier carrying its preprocessor tokenizes them inside `fit`.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
-from typing import Any, Iterator, Union
+from typing import Any, Union
+
+from keras_bertopt import text_files
 
 # The demo's examples and vocabulary live in `keras_bertopt.demo`; they stay reachable here.
 from keras_bertopt.demo import DEMO_SIZES as DEMO_SIZES
@@ -69,32 +69,8 @@ def from_examples(
 # Local TSV / CSV / JSONL files
 # --------------------------------------------------------------------------------------
 
-#: File formats `load_file` reads, by extension.
-FILE_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
-
-
-def _file_format(path: str, format: str | None) -> str:
-    if format is not None:
-        if format not in ("tsv", "csv", "jsonl"):
-            raise ValueError(f"`format` must be 'tsv', 'csv' or 'jsonl', got {format!r}")
-        return format
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in FILE_FORMATS:
-        raise ValueError(
-            f"cannot tell the format of {path!r} from its extension {ext!r}: pass "
-            f"`format='tsv' | 'csv' | 'jsonl'` (known extensions: {sorted(FILE_FORMATS)})"
-        )
-    return FILE_FORMATS[ext]
-
-
-def _text_columns(text_columns: Any) -> tuple[str, ...]:
-    cols = (text_columns,) if isinstance(text_columns, str) else tuple(text_columns)
-    if not 1 <= len(cols) <= 2 or not all(isinstance(c, str) and c for c in cols):
-        raise ValueError(
-            "`text_columns` must be a column name or a sequence of one or two column "
-            f"names (two for sentence pairs), got {text_columns!r}"
-        )
-    return cols
+#: File formats `load_file` reads, by extension (the labelled ones of `text_files`).
+FILE_FORMATS = {k: v for k, v in text_files.FILE_FORMATS.items() if v != "txt"}
 
 
 def _parse_label(value: Any, where: str, num_classes: int | None) -> int:
@@ -114,66 +90,6 @@ def _parse_label(value: Any, where: str, num_classes: int | None) -> int:
         expected = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
         raise ValueError(f"{where}: label {label} is out of range (expected {expected})")
     return label
-
-
-def _iter_rows(
-    path: str, fmt: str, required: tuple[str, ...]
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, row) pairs; raises ValueError for an empty file / bad header."""
-    if fmt == "jsonl":
-        seen = False
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}, line {number}: not valid JSON ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise ValueError(
-                        f"{path}, line {number}: expected a JSON object, got {type(row).__name__}"
-                    )
-                seen = True
-                yield number, row
-        if not seen:
-            raise ValueError(f"{path}: the file is empty (no JSON lines)")
-        return
-    with open(path, encoding="utf-8", newline="") as f:
-        if fmt == "tsv":
-            # GLUE-style TSV: tabs separate fields and quotes are ordinary characters.
-            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        else:
-            reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or not any(h.strip() for h in header):
-            raise ValueError(f"{path}, line 1: the file is empty (expected a header line)")
-        header = [h.strip() for h in header]
-        missing = [name for name in required if name not in header]
-        if missing:
-            raise ValueError(
-                f"{path}, line 1: missing column(s) {', '.join(map(repr, missing))} in the "
-                f"header (it has {', '.join(map(repr, header))})"
-            )
-        seen = False
-        start = reader.line_num
-        for fields in reader:
-            number = reader.line_num
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                start = number
-                continue
-            if len(fields) != len(header):
-                raise ValueError(
-                    f"{path}, line {start + 1}: expected {len(header)} fields "
-                    f"({', '.join(header)}), got {len(fields)}"
-                )
-            seen = True
-            yield start + 1, dict(zip(header, fields, strict=True))
-            start = number
-        if not seen:
-            raise ValueError(
-                f"{path}: the file has a header but no examples (expected rows after line 1)"
-            )
 
 
 def read_file(
@@ -210,33 +126,26 @@ def read_file(
             column or a label that is not an integer in range.
     """
     path = os.fspath(path)
-    cols = _text_columns(text_columns)
+    cols = text_files.check_text_columns(text_columns)
     if not isinstance(label_column, str) or not label_column:
         raise ValueError(f"`label_column` must be a column name, got {label_column!r}")
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
         raise ValueError(f"`num_classes` must be a positive integer or None, got {num_classes!r}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"`limit` must be a positive integer or None, got {limit!r}")
-    fmt = _file_format(path, format)
+    fmt = text_files.file_format(path, format, ("tsv", "csv", "jsonl"))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"`path` {path!r} does not exist or is not a file")
     columns: list[list[str]] = [[] for _ in cols]
     labels: list[int] = []
-    for number, row in _iter_rows(path, fmt, (*cols, label_column)):
+    for number, row in text_files.iter_rows(path, fmt, (*cols, label_column)):
         where = f"{path}, line {number}"
-        for name in (*cols, label_column):
-            if name not in row:
-                raise ValueError(
-                    f"{where}: missing column {name!r} (the row has {', '.join(map(str, row))})"
-                )
         for column, name in zip(columns, cols, strict=True):
-            value = row[name]
-            if not isinstance(value, str):
-                if fmt == "jsonl" and value is not None:
-                    value = str(value)
-                else:
-                    raise ValueError(f"{where}: column {name!r} is not text ({value!r})")
-            column.append(value)
+            column.append(text_files.row_text(row, name, where, fmt))
+        if label_column not in row:
+            raise ValueError(
+                f"{where}: missing column {label_column!r} (the row has {', '.join(map(str, row))})"
+            )
         labels.append(_parse_label(row[label_column], where, num_classes))
         if limit is not None and len(labels) >= limit:
             break
