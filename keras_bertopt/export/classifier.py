@@ -17,11 +17,16 @@ from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
+from keras_bertopt.export.cache import PredictionCache, cached_outputs
 from keras_bertopt.export.flatbuffer import read_tflite_bytes
 from keras_bertopt.export.inputs import INPUT_NAMES, labelled_examples, preprocess_texts
-from keras_bertopt.export.interpreter import Signatures, make_interpreter, run_logits
+from keras_bertopt.export.interpreter import Signatures, make_interpreter
+from keras_bertopt.export.pool import InterpreterPool, check_workers
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+#: Output rows `TFLiteClassifier` keeps for repeated inputs by default.
+DEFAULT_CACHE_SIZE = 10_000
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -42,14 +47,21 @@ class TFLiteClassifier:
     preprocessor's `sequence_length` (longer sentences are truncated by the
     preprocessor, as in Keras). Batch-1 files run one sentence per call,
     dynamic-batch files `batch_size` sentences of similar length per call.
+    With ``workers > 1`` that many interpreters run side by side on threads
+    (`keras_bertopt.export.pool.InterpreterPool`). Outputs of repeated inputs
+    come from a cache keyed on their token ids
+    (`keras_bertopt.export.cache.PredictionCache`): texts that tokenize alike
+    run once; `cache_hits` / `cache_misses` count them.
 
     Args:
         path: a file written by `keras_bertopt.export.to_tflite`.
         preprocessor: a keras-hub text-classifier preprocessor; for a
             fixed-length file its `sequence_length` must equal the file's, for
             a bucketed file not exceed the longest bucket.
-        num_threads: interpreter threads (None: the runtime's default).
+        num_threads: threads inside each interpreter (None: the runtime's default).
         batch_size: sentences per call for dynamic-batch files.
+        workers: interpreters run side by side on threads (None: one per core).
+        cache_size: output rows kept for repeated inputs (0: no cache).
 
     Raises:
         FileNotFoundError: `path` does not exist.
@@ -73,6 +85,8 @@ class TFLiteClassifier:
         *,
         num_threads: int | None = None,
         batch_size: int = 32,
+        workers: int | None = 1,
+        cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
         self.path = os.fspath(path)
         read_tflite_bytes(self.path)
@@ -83,12 +97,18 @@ class TFLiteClassifier:
             )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+        workers = check_workers(workers)
+        #: The cache of repeated inputs (`PredictionCache`; size 0: off).
+        self.cache = PredictionCache(cache_size)
         where = f"TFLite file {self.path!r}"
         try:
             self.interpreter = make_interpreter(self.path, num_threads)
         except (ValueError, RuntimeError) as error:
             raise ValueError(f"{where} cannot be loaded by LiteRT: {error}") from error
         self.signatures = Signatures.load(self.interpreter, where)
+        #: The interpreters that run the file (`InterpreterPool`, `workers` of them).
+        self.pool = InterpreterPool(self.path, workers, num_threads=num_threads,
+                                    first=self.signatures)
         #: The file's batch size (None: dynamic batch).
         self.file_batch_size = self.signatures.batch_size
         #: "dynamic", "fixed" or "buckets" (see `keras_bertopt.export.interpreter`).
@@ -135,7 +155,8 @@ class TFLiteClassifier:
         """The file's outputs on int32 `{token_ids, segment_ids, padding_mask}` arrays.
 
         Each row runs at its real length (the sum of its padding_mask) where
-        the file allows it; rows must be `sequence_length` wide at most.
+        the file allows it; rows must be `sequence_length` wide at most. Rows
+        the cache holds are not run again.
         """
         missing = [k for k in INPUT_NAMES if k not in inputs]
         if missing:
@@ -152,7 +173,18 @@ class TFLiteClassifier:
             )
         if len(feeds["token_ids"]) == 0:
             return np.zeros((0, self.num_classes), np.float32)
-        return run_logits(self.signatures, feeds, self.batch_size)
+        return cached_outputs(self.cache, feeds,
+                              lambda rows: self.pool.run_logits(rows, self.batch_size))
+
+    @property
+    def cache_hits(self) -> int:
+        """Inputs answered from the cache so far (or by an identical input in the same call)."""
+        return self.cache.hits
+
+    @property
+    def cache_misses(self) -> int:
+        """Inputs the file ran on so far."""
+        return self.cache.misses
 
     def predict(self, texts: Any) -> dict[str, np.ndarray]:
         """Classify raw strings.
@@ -163,11 +195,13 @@ class TFLiteClassifier:
 
         Returns:
             ``{"probabilities": (n, classes) float32, "labels": (n,) int64,
-            "logits": (n, classes)}``. For a file exported with
+            "logits": (n, classes), "cache_hits": int, "cache_misses": int}``
+            (the counts of this call). For a file exported with
             ``metadata=True`` (probabilities out) "probabilities" is the
             file's output and "logits" its log; otherwise "probabilities" is
             the softmax of the logits.
         """
+        hits, misses = self.cache.hits, self.cache.misses
         out = self.predict_logits(self.encode(texts)).astype(np.float64)
         if self.outputs_probabilities:
             probabilities = out
@@ -178,6 +212,8 @@ class TFLiteClassifier:
             "probabilities": probabilities.astype(np.float32),
             "labels": np.argmax(out, axis=-1),
             "logits": logits.astype(np.float32),
+            "cache_hits": self.cache.hits - hits,
+            "cache_misses": self.cache.misses - misses,
         }
 
     @property
@@ -214,7 +250,8 @@ class TFLiteClassifier:
     def __repr__(self) -> str:
         batch = self.file_batch_size if self.file_batch_size else "dynamic"
         return (f"TFLiteClassifier({self.path!r}, {self.layout} length, "
-                f"sequence_length={self.sequence_length}, batch={batch})")
+                f"sequence_length={self.sequence_length}, batch={batch}, "
+                f"workers={self.pool.workers}, cache_size={self.cache.max_size})")
 
 
 def evaluate(path: PathLike, preprocessor: Any, data: Any,
