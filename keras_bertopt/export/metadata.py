@@ -171,3 +171,70 @@ def mediapipe_labels(path: str, texts: Sequence[str], labels: Sequence[str]) -> 
             top = classifier.classify(text).classifications[0].categories[0]
             out.append(index.get(top.category_name, int(top.index)))
     return out
+
+
+# ------------------------------------------------------------------ reading a shipped file
+#: Names of the files `attach_metadata` embeds (MediaPipe's writer names them after the
+#: files it is given): the tokenizer's vocabulary and the class names.
+VOCABULARY_FILE = "vocab.txt"
+LABELS_FILE = "labels.txt"
+
+
+def embedded_files(path: str) -> dict[str, bytes]:
+    """The files packed into a .tflite file with its metadata; ``{}`` for a file without.
+
+    TFLite metadata keeps its associated files (vocabulary, labels) in a zip
+    archive appended to the flatbuffer, so the standard library reads them.
+    """
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return {}
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def _text_lines(data: bytes) -> list[str]:
+    """One entry per line (line numbers are token ids: only the final line end is dropped)."""
+    lines = [line.rstrip("\r") for line in data.decode("utf-8").split("\n")]
+    return lines[:-1] if lines and not lines[-1] else lines
+
+
+def metadata_labels(path: str) -> list[str] | None:
+    """The class names embedded in a file with metadata (``labels.txt``), or None."""
+    files = embedded_files(path)
+    return _text_lines(files[LABELS_FILE]) if LABELS_FILE in files else None
+
+
+def metadata_preprocessor(path: str, sequence_length: int | None = None) -> Any:
+    """A keras-hub preprocessor built from the vocabulary embedded in a file with metadata.
+
+    The tokenizer is what MediaPipe runs from the same metadata: BERT WordPiece
+    on the embedded vocabulary, lowercasing (`check_tokenizer` only lets
+    uncased tokenizers into the metadata).
+
+    Args:
+        path: a .tflite file written with ``metadata=True``.
+        sequence_length: the packing length; default: the file's (its longest
+            fixed length; 128 for a dynamic-length file).
+
+    Raises:
+        ValueError: the file carries no embedded vocabulary.
+    """
+    files = embedded_files(path)
+    if VOCABULARY_FILE not in files:
+        raise ValueError(
+            f"{path!r} carries no MediaPipe metadata vocabulary ({VOCABULARY_FILE}): export it "
+            "with metadata=True, or pass its preprocessor (a .keras model, a checkpoint folder)"
+        )
+    if sequence_length is None:
+        from keras_bertopt.export.interpreter import Signatures, make_interpreter
+
+        lengths = Signatures.load(make_interpreter(path), repr(path)).lengths
+        sequence_length = max(lengths) if lengths else 128
+    import keras_hub
+
+    tokenizer = keras_hub.models.BertTokenizer(
+        vocabulary=_text_lines(files[VOCABULARY_FILE]), lowercase=True)
+    return keras_hub.models.BertTextClassifierPreprocessor(
+        tokenizer, sequence_length=int(sequence_length))
