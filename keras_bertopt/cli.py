@@ -6,6 +6,7 @@ keras-bertopt run CONFIG.yaml [--output DIR] [--set finetune.epochs=1 ...]
 keras-bertopt export MODEL.keras --output X.tflite --quantization int8 [--data demo]
     [--metadata --labels negative,positive | --no-metadata]
 keras-bertopt evaluate FILE.tflite|FILE.keras --data dev.tsv [--preprocessor MODEL.keras]
+keras-bertopt predict FILE.tflite|FILE.keras --input texts.txt --output predictions.jsonl
 ```
 
 Exit status: 0 on success, 2 for bad arguments or a bad config (reported before
@@ -104,11 +105,9 @@ def _load_keras(path: str) -> Any:
         raise UsageError(f"MODEL must be a .keras file, got {path!r}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"MODEL {path!r} does not exist")
-    import keras
+    from keras_bertopt.predict import load_model
 
-    from keras_bertopt import pruning, quantization  # noqa: F401  (register custom objects)
-
-    return keras.saving.load_model(path, compile=False)
+    return load_model(path)
 
 
 def _read_data(spec: str, args: argparse.Namespace, num_classes: int | None = None):
@@ -191,33 +190,9 @@ def _model_sequence_length(model: Any) -> int:
 
 
 def _tflite_preprocessor(args: argparse.Namespace) -> Any:
-    source = args.preprocessor
-    if source is None:
-        # A file exported by the recipe: <run>/export/<stage>_<mode>.tflite -> <run>/<stage>/.
-        folder = os.path.dirname(os.path.abspath(args.file))
-        stage = os.path.basename(args.file).split("_")[0]
-        guess = os.path.join(os.path.dirname(folder), stage, "model.keras")
-        if os.path.basename(folder) == "export" and os.path.isfile(guess):
-            source = guess
-        else:
-            raise UsageError(
-                "evaluating a .tflite file needs --preprocessor: a .keras model, a Hugging Face "
-                "checkpoint directory or 'tiny' (the demo vocabulary)"
-            )
-    if source.endswith(".keras"):
-        return _load_keras(source).preprocessor
-    import keras_hub
+    from keras_bertopt.predict import find_preprocessor
 
-    from keras_bertopt import models
-
-    length = args.sequence_length or 128
-    if source == "tiny":
-        model = models.build_classifier(models.TinyConfig(), 2, length)
-        return model.preprocessor
-    source = models.check_checkpoint_dir(source)
-    return keras_hub.models.BertTextClassifierPreprocessor.from_preset(
-        source, sequence_length=length
-    )
+    return find_preprocessor(args.file, args.preprocessor, args.sequence_length)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -260,7 +235,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``keras-bertopt`` (sub-commands demo, run, export, evaluate)."""
+    """The argument parser of ``keras-bertopt`` (demo, run, export, evaluate, predict)."""
     parser = argparse.ArgumentParser(
         prog="keras-bertopt",
         description="Fine-tune, prune, quantize and export keras-hub BERT classifiers to TFLite, "
@@ -338,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _data_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    from keras_bertopt import cli_predict
+
+    cli_predict.add_parser(sub)
     return parser
 
 
