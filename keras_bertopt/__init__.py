@@ -18,6 +18,7 @@ _SUBMODULES = (
     "bucketing",
     "callbacks",
     "cli",
+    "cli_predict",
     "data",
     "demo",
     "distillation",
@@ -29,6 +30,7 @@ _SUBMODULES = (
     "metrics",
     "models",
     "optimizers",
+    "predict",
     "pruning",
     "quantization",
     "recipe",
@@ -36,6 +38,7 @@ _SUBMODULES = (
     "report",
     "schedules",
     "selection",
+    "text_files",
     "texts",
 )
 
