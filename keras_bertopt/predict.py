@@ -166,6 +166,9 @@ class Predictor:
             self.num_classes = self.runner.num_classes
             labels = labels if labels is not None else metadata_labels(self.path)
         else:
+            if preprocessor is not None:
+                raise ValueError("`preprocessor` is for .tflite files; a .keras model brings "
+                                 f"its own, got preprocessor={preprocessor!r}")
             self._keras_model(cache_size, batch_size)
         self.label_names = self._check_labels(labels)
 
@@ -293,6 +296,9 @@ def predict_file(
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"`chunk_size` must be an integer >= 1, got {chunk_size!r}")
     chunks = _chunks(iter_texts(input, text_columns, format=format), chunk_size)
+    if isinstance(model, Predictor) and predictor_kwargs:
+        raise ValueError(f"{sorted(predictor_kwargs)} apply when `model` is a path; "
+                         "`model` is already a Predictor")
     first = next(chunks)  # bad columns or first lines fail here, before any model work
     predictor = model if isinstance(model, Predictor) else Predictor(model, **predictor_kwargs)
     start, done, hits, misses = time.perf_counter(), 0, 0, 0

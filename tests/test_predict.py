@@ -175,9 +175,9 @@ def test_threads_2_equals_threads_1(shipped, tmp_path):
 
 
 def test_bad_input_names_the_line_and_writes_nothing(shipped, tmp_path, capsys):
-    from keras_bertopt.predict import predict_file
+    from keras_bertopt.predict import Predictor, predict_file
 
-    _, _, tflite, texts, _ = shipped
+    _, keras_path, tflite, texts, _ = shipped
     source = tmp_path / "bad.jsonl"
     good = "".join(json.dumps({"sentence": t}) + "\n" for t in texts[:40])
     source.write_text(good + '{"sentence": "fine"}\n{oops\n')
@@ -207,6 +207,12 @@ def test_bad_input_names_the_line_and_writes_nothing(shipped, tmp_path, capsys):
         assert cli.main(["predict", tflite, "--input", str(binary), *argv]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
+    with pytest.raises(ValueError, match="`preprocessor` is for .tflite files"):
+        Predictor(keras_path, preprocessor="tiny")
+    with pytest.raises(ValueError, match=r"\['workers'\] apply when `model` is a path"):
+        predict_file(Predictor(tflite), binary, tmp_path / "o.jsonl", workers=2)
+    with pytest.raises(ValueError, match="`labels` must name 2 classes"):
+        Predictor(tflite, labels=["a", "b", "c"])
 
 
 def test_evaluate_finds_the_preprocessor_in_the_metadata(shipped, tmp_path, capsys):
