@@ -299,8 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate", help="score a .tflite or .keras classifier on a data set",
         description="Accuracy, F1 and the confusion matrix of a .tflite or .keras classifier on "
-        "raw labelled text. A .tflite file needs the preprocessor (found automatically for "
-        "files in a recipe's export/ folder).",
+        "raw labelled text. A .tflite file needs the preprocessor: found automatically for "
+        "files in a recipe's export/ folder and files with MediaPipe metadata.",
     )
     p.add_argument("file", metavar="FILE")
     p.add_argument("--data", required=True,

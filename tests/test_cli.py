@@ -16,7 +16,7 @@ def test_help_lists_the_commands(capsys):
         cli.main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("demo", "run", "export", "evaluate"):
+    for command in ("demo", "run", "export", "evaluate", "predict"):
         assert command in out
     with pytest.raises(SystemExit):
         cli.main(["export", "--help"])
