@@ -224,3 +224,22 @@ def test_evaluate_finds_the_preprocessor_in_the_metadata(shipped, tmp_path, caps
     metrics = json.loads(capsys.readouterr().out)
     expected = np.mean(_reference(model, tflite, texts)["labels"] == np.array(labels))
     assert metrics["examples"] == 48 and metrics["accuracy"] == pytest.approx(expected)
+
+
+@pytest.mark.slow
+def test_pool_on_a_dynamic_batch_file_equals_one_interpreter(shipped, tmp_path):
+    from keras_bertopt.export import TFLiteClassifier, to_tflite
+
+    model, _, _, texts, _ = shipped
+    path = str(tmp_path / "dynamic_batch.tflite")
+    to_tflite(model, path, batch_size=None, verify=False, latency_runs=0)
+    stream = texts * 3  # 144 texts: several batches of 8 per worker
+    one = TFLiteClassifier(path, model.preprocessor, batch_size=8, cache_size=0)
+    two = TFLiteClassifier(path, model.preprocessor, batch_size=8, cache_size=0, workers=2)
+    assert one.file_batch_size is None and two.pool.workers == 2
+    expected, got = one.predict(stream), two.predict(stream)
+    np.testing.assert_array_equal(got["logits"], expected["logits"])
+    # Each row as run alone at its own length: the same labels, logits within float noise.
+    alone = np.concatenate([one.predict([t])["logits"] for t in texts])
+    np.testing.assert_allclose(got["logits"][:48], alone, atol=1e-4)
+    two.pool.close()
