@@ -22,17 +22,13 @@ import sys
 import time
 from typing import Any, Sequence
 
+from keras_bertopt import console
 from keras_bertopt.export.modes import QUANTIZATION_MODES
 from keras_bertopt.files import gzip_size
 
 
 class UsageError(ValueError):
     """Bad command-line input (exit status 2)."""
-
-
-def _env() -> None:
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
@@ -45,17 +41,18 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _log(message: str) -> None:
-    print(message, flush=True)
+    console.logger().info(message)
 
 
 def _fit_verbose(args: argparse.Namespace) -> Any:
     """Keras progress bars on a terminal, one line per epoch in a log file, none with --quiet."""
-    if args.quiet:
+    if args.verbosity == console.QUIET:
         return 0
     return 1 if sys.stdout.isatty() else 2
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    console.import_backend()
     from keras_bertopt import recipe
 
     start = time.perf_counter()
@@ -78,6 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.check:
         _log(f"[keras-bertopt] {args.config}: config is valid")
         return 0
+    console.import_backend()
     start = time.perf_counter()
     report = recipe.run(config, output_dir=args.output, log=_log, fit_verbose=_fit_verbose(args))
     _print_summary(report)
@@ -133,6 +131,7 @@ def _read_data(spec: str, args: argparse.Namespace, num_classes: int | None = No
 def cmd_export(args: argparse.Namespace) -> int:
     if not args.output.endswith(".tflite"):
         raise UsageError(f"--output must end in .tflite, got {args.output!r}")
+    console.import_backend()
     model = _load_keras(args.model)
     from keras_bertopt import data, export, quantization
 
@@ -205,6 +204,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"FILE must be a .tflite or .keras file, got {path!r}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"FILE {path!r} does not exist")
+    console.import_backend()
     texts, labels = _read_data(args.data, args)
     num_classes = max(int(max(labels)) + 1, args.num_classes)
     start = time.perf_counter()
@@ -245,8 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--quiet", action="store_true", help="no Keras progress bars")
+    common = console.add_arguments
 
     p = sub.add_parser(
         "demo", help="run the whole recipe on the built-in tiny model and data (offline)",
@@ -294,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="comma-separated class names for the metadata (default: "
                    "0,1,...)")
     _data_args(p)
+    common(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -312,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=2)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _data_args(p)
+    common(p)
     p.set_defaults(func=cmd_evaluate)
 
     from keras_bertopt import cli_predict
@@ -323,16 +324,28 @@ def build_parser() -> argparse.ArgumentParser:
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-column", default="sentence", help="default: %(default)s")
     p.add_argument("--label-column", default="label", help="default: %(default)s")
-    p.add_argument("--limit", type=int, help="read at most this many examples")
+    p.add_argument("--limit", type=_positive_int, metavar="N",
+                   help="read at most N examples (N >= 1)")
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``keras-bertopt``; returns (and, as a script, exits with) the status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _env()
     try:
+        console.configure(args.verbosity)
+        console.filter_native_stderr()
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        hint = "; run the same command again to resume" if args.command in ("demo", "run") else ""
+        print(f"keras-bertopt {args.command}: interrupted{hint}", file=sys.stderr, flush=True)
+        return 130
     except (ValueError, FileNotFoundError, FileExistsError) as err:  # bad input, no work done
         print(f"keras-bertopt {args.command}: error: {err}", file=sys.stderr, flush=True)
         return 2

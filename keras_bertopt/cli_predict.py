@@ -46,7 +46,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
     if not os.path.isfile(args.input):
         raise FileNotFoundError(f"--input {args.input!r} does not exist")
-    progress = None if args.quiet or not sys.stderr.isatty() else _progress(sys.stderr)
+    from keras_bertopt import console
+
+    quiet = args.verbosity == console.QUIET
+    progress = None if quiet or not sys.stderr.isatty() else _progress(sys.stderr)
     summary = predict_file(
         args.model, args.input, args.output, text_columns=columns, format=args.format,
         progress=progress, preprocessor=args.preprocessor, sequence_length=args.sequence_length,
@@ -63,6 +66,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     """Add the ``predict`` sub-command to `keras_bertopt.cli`'s sub-parsers."""
+    from keras_bertopt import console
+
     p = sub.add_parser(
         "predict", help="label a file of new texts with a .tflite or .keras classifier",
         description="Write one JSON line per input text (line, label, label_name, "
@@ -91,5 +96,5 @@ def add_parser(sub: Any) -> None:
                    help="texts per call on dynamic-batch files and .keras models")
     p.add_argument("--labels", help="comma-separated class names (default: the file's "
                    "metadata labels, else 0,1,...)")
-    p.add_argument("--quiet", action="store_true", help="no progress line")
+    console.add_arguments(p)
     p.set_defaults(func=cmd_predict)

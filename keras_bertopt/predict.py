@@ -43,7 +43,12 @@ CHUNK_SIZE = 256
 
 
 def load_model(path: PathLike) -> Any:
-    """A saved `.keras` classifier (every keras_bertopt layer registered), uncompiled."""
+    """A saved `.keras` classifier (every keras_bertopt layer registered), uncompiled.
+
+    Raises:
+        ValueError: the file does not load as a Keras model (Keras's first line,
+            without colour codes), or holds a model without a text preprocessor.
+    """
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"expected a .keras model file, got {path!r}")
@@ -52,8 +57,20 @@ def load_model(path: PathLike) -> Any:
     import keras
 
     from keras_bertopt import pruning, quantization  # noqa: F401  (register custom objects)
+    from keras_bertopt.console import plain_text
 
-    return keras.saving.load_model(path, compile=False)
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as err:
+        raise ValueError(f"model {path!r} cannot be loaded as a Keras model: "
+                         f"{type(err).__name__}: {plain_text(str(err)).split(chr(10))[0]}"
+                         ) from None
+    if getattr(getattr(model, "preprocessor", None), "tokenizer", None) is None:
+        raise ValueError(
+            f"model {path!r} holds a {type(model).__name__} without a text preprocessor; "
+            "expected a keras-hub BERT classifier saved with its preprocessor (as "
+            "`keras-bertopt run` writes <stage>/model.keras)")
+    return model
 
 
 def _run_folder_model(path: str) -> str | None:

@@ -24,16 +24,31 @@ runner.predict(["a wonderful film"])["labels"]
 ```
 """
 
-from keras_bertopt.export.classifier import TFLiteClassifier, evaluate
-from keras_bertopt.export.convert import to_tflite
-from keras_bertopt.export.flatbuffer import inspect_tflite, read_tflite_bytes
-from keras_bertopt.export.inputs import INPUT_NAMES, collect_inputs, preprocess_texts
-from keras_bertopt.export.interpreter import make_interpreter, measure_latency
-from keras_bertopt.export.model_facts import is_quantize_aware, max_sequence_length
-from keras_bertopt.export.modes import QUANTIZATION_MODES, QuantizationMode
-from keras_bertopt.export.report import ExportReport
-from keras_bertopt.export.verify import keras_logits
-from keras_bertopt.files import gzip_size
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Names -> the submodule that defines them. Loaded on first access, so importing a light
+# submodule (``keras_bertopt.export.modes``) or the package does not import TensorFlow.
+_EXPORTS = {
+    "TFLiteClassifier": "classifier",
+    "evaluate": "classifier",
+    "to_tflite": "convert",
+    "inspect_tflite": "flatbuffer",
+    "read_tflite_bytes": "flatbuffer",
+    "INPUT_NAMES": "inputs",
+    "collect_inputs": "inputs",
+    "preprocess_texts": "inputs",
+    "make_interpreter": "interpreter",
+    "measure_latency": "interpreter",
+    "is_quantize_aware": "model_facts",
+    "max_sequence_length": "model_facts",
+    "QUANTIZATION_MODES": "modes",
+    "QuantizationMode": "modes",
+    "ExportReport": "report",
+    "keras_logits": "verify",
+}
 
 __all__ = [
     "ExportReport",
@@ -54,3 +69,19 @@ __all__ = [
     "read_tflite_bytes",
     "to_tflite",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "gzip_size":
+        from keras_bertopt.files import gzip_size
+
+        return gzip_size
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
