@@ -30,6 +30,7 @@ report.mediapipe_agreement     # 1.0: MediaPipe's labels equal TFLiteClassifier'
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import tempfile
@@ -154,6 +155,11 @@ def attach_metadata(content: bytes, preprocessor: Any, labels: Sequence[str],
             segment_name=names["segment"],
         )
         with_metadata, _ = writer.populate()
+        # MediaPipe's writers form a reference cycle; left to the collector they may live
+        # until interpreter exit, where their __del__ fails ("Exception ignored in
+        # MetadataWriter.__del__"). Collect them now, while their temp folder can be removed.
+        del writer
+        gc.collect()
     return bytes(with_metadata)
 
 
