@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import re
 import shutil
 import tempfile
 from typing import Iterator, Union
@@ -65,6 +66,65 @@ def atomic_output(path: PathLike, *, directory: bool = False) -> Iterator[str]:
         elif os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+#: The names `atomic_output` gives its temporaries: ``.<name>.<random>.tmp[<ext>]``.
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[^.]+)?$")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file or folder name is one of `atomic_output`'s temporaries."""
+    return bool(_TEMPORARY.match(name))
+
+
+def remove_temporaries(folder: PathLike) -> list[str]:
+    """Delete the temporaries a killed `atomic_output` left anywhere under `folder`.
+
+    Only call it while no other process writes into `folder` (the recipe holds
+    the run-folder lock). Returns the paths removed.
+
+    ```python
+    keras_bertopt.files.remove_temporaries("runs/sst2")  # [".../.model.keras.x1y2z3a4.tmp.keras"]
+    ```
+    """
+    removed = []
+    for root, dirs, names in os.walk(os.fspath(folder)):
+        for name in [d for d in dirs if is_temporary(d)]:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            dirs.remove(name)
+            removed.append(os.path.join(root, name))
+        for name in filter(is_temporary, names):
+            os.remove(os.path.join(root, name))
+            removed.append(os.path.join(root, name))
+    return sorted(removed)
+
+
+TEMP_FOLDER = ".tmp"
+
+
+@contextlib.contextmanager
+def temporaries_inside(folder: PathLike) -> Iterator[str]:
+    """Make `tempfile` (and so TensorFlow's SavedModel and autograph scratch files) use
+    ``<folder>/.tmp`` during the block; that folder is emptied on entry and removed on exit.
+
+    A process killed inside the block leaves its scratch files in ``<folder>/.tmp``,
+    where the next run's entry removes them, instead of in the system temp dir.
+
+    ```python
+    with keras_bertopt.files.temporaries_inside("runs/sst2"):
+        keras_bertopt.export.to_tflite(model, "runs/sst2/model.tflite")
+    ```
+    """
+    scratch = os.path.join(os.path.abspath(os.fspath(folder)), TEMP_FOLDER)
+    shutil.rmtree(scratch, ignore_errors=True)
+    os.makedirs(scratch)
+    saved = tempfile.tempdir
+    tempfile.tempdir = scratch
+    try:
+        yield scratch
+    finally:
+        tempfile.tempdir = saved
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def write_bytes(path: PathLike, data: bytes) -> str:
