@@ -219,3 +219,26 @@ def test_evaluate_and_export_commands_on_demo_outputs(demo_run, tmp_path, capsys
                      str(tmp_path / "x.tflite"), "--quantization", "int8"]) == 2
     assert "--data" in capsys.readouterr().err
     assert not (tmp_path / "x.tflite").exists()
+
+
+def test_a_keras_file_that_is_not_a_bert_classifier_is_named(tmp_path, capsys):
+    import keras
+
+    other = str(tmp_path / "dense.keras")
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(other)
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip file")
+    tflite = tmp_path / "m.tflite"
+    tflite.write_bytes(b"")
+    for argv in (["evaluate", other, "--data", "demo"],
+                 ["export", other, "--output", str(tmp_path / "x.tflite")],
+                 ["evaluate", str(tflite), "--data", "demo", "--preprocessor", other]):
+        assert cli.main(argv + ["--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "holds a Sequential without a text preprocessor" in err, err
+        assert "--sequence-length" not in err and "\x1b[" not in err
+    assert "--preprocessor" in err
+    assert cli.main(["evaluate", str(broken), "--data", "demo", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"MODEL {str(broken)!r} cannot be loaded as a Keras model: " in err
+    assert len(err.splitlines()) == 1 and "\x1b[" not in err
