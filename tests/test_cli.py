@@ -237,8 +237,7 @@ def test_a_keras_file_that_is_not_a_bert_classifier_is_named(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "holds a Sequential without a text preprocessor" in err, err
         assert "--sequence-length" not in err and "\x1b[" not in err
-    assert "--preprocessor" in err
     assert cli.main(["evaluate", str(broken), "--data", "demo", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert f"MODEL {str(broken)!r} cannot be loaded as a Keras model: " in err
+    assert f"model {str(broken)!r} cannot be loaded as a Keras model: " in err
     assert len(err.splitlines()) == 1 and "\x1b[" not in err

@@ -14,11 +14,12 @@ from keras_bertopt import cli, console
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _python(code: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+def _python(code: str, env: dict | None = None, text: bool = True
+            ) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     base.update(PYTHONPATH=REPO, **(env or {}))
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=base, timeout=300, **kwargs)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=text,
+                          env=base, timeout=300)
 
 
 def test_help_and_argument_errors_do_not_import_tensorflow():
@@ -149,11 +150,11 @@ def test_stderr_filter_of_a_command_line_process():
         "sys.stderr.write('\\rprogress 9\\n'); sys.stderr.flush()\n"
         "sys.stderr.write('last line, no newline')\n"
     )
-    result = _python(code)
-    assert result.stdout == "True\n"
-    assert result.stderr == ("E0000 00:00:1796458063.809329   11932 something.cc:52] a real "
-                             "error\nTraceback (most recent call last):\n\rprogress 5"
-                             "\rprogress 9\nlast line, no newline")
+    result = _python(code, text=False)  # bytes: keep the carriage returns
+    assert result.stdout == b"True\n"
+    assert result.stderr.decode() == (
+        "E0000 00:00:1796458063.809329   11932 something.cc:52] a real error\n"
+        "Traceback (most recent call last):\n\rprogress 5\rprogress 9\nlast line, no newline")
 
 
 def test_ctrl_c_prints_one_line_and_exits_130(monkeypatch, tmp_path, capsys):
