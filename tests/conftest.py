@@ -1,11 +1,21 @@
-"""Shared test set-up: TensorFlow backend, quiet logs, the tiny model fixture."""
+"""Shared test set-up: TensorFlow backend, quiet logs, no network, the tiny model fixture."""
 
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from _offline import OFFLINE_ENV, block_outbound  # noqa: E402
+
+os.environ.update(OFFLINE_ENV)  # before any library reads it; subprocesses inherit it
+
 import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    """Every test: a Python connection or name lookup to another host fails at once."""
+    block_outbound(monkeypatch)
 
 
 @pytest.fixture
