@@ -52,7 +52,6 @@ def _fit_verbose(args: argparse.Namespace) -> Any:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    console.import_backend()
     from keras_bertopt import recipe
 
     start = time.perf_counter()
@@ -75,7 +74,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.check:
         _log(f"[keras-bertopt] {args.config}: config is valid")
         return 0
-    console.import_backend()
     start = time.perf_counter()
     report = recipe.run(config, output_dir=args.output, log=_log, fit_verbose=_fit_verbose(args))
     _print_summary(report)

@@ -29,6 +29,7 @@ import itertools
 import json
 import os
 import time
+import warnings
 from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 
 import numpy as np
@@ -60,7 +61,11 @@ def load_model(path: PathLike) -> Any:
     from keras_bertopt.console import plain_text
 
     try:
-        model = keras.saving.load_model(path, compile=False)
+        with warnings.catch_warnings():
+            # keras-hub tasks compile themselves when built, so the rebuilt model has an
+            # optimizer; our files are saved without one (each stage compiles its own).
+            warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+            model = keras.saving.load_model(path, compile=False)
     except Exception as err:
         raise ValueError(f"model {path!r} cannot be loaded as a Keras model: "
                          f"{type(err).__name__}: {plain_text(str(err)).split(chr(10))[0]}"

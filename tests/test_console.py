@@ -7,6 +7,7 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 
 from keras_bertopt import cli, console
@@ -165,3 +166,24 @@ def test_ctrl_c_prints_one_line_and_exits_130(monkeypatch, tmp_path, capsys):
     assert cli.main(["run", str(tmp_path / "c.yaml"), "--quiet"]) == 130
     err = capsys.readouterr().err
     assert err == "keras-bertopt run: interrupted; run the same command again to resume\n"
+
+
+def test_loading_a_saved_classifier_warns_nothing(tiny_classifier, tmp_path):
+    """Files are saved without optimizer state; keras-hub tasks compile themselves when
+    rebuilt, so a plain load warns "Skipping variable loading for optimizer"; ours does not."""
+    import keras
+
+    from keras_bertopt.predict import load_model
+
+    path = str(tmp_path / "model.keras")
+    tiny_classifier.optimizer, tiny_classifier.compiled = None, False
+    tiny_classifier.save(path)
+    with warnings.catch_warnings(record=True) as plain:
+        warnings.simplefilter("always")
+        keras.saving.load_model(path, compile=False)
+    assert any("Skipping variable loading for optimizer" in str(w.message) for w in plain)
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        model = load_model(path)
+    assert [str(w.message) for w in ours] == []
+    np.testing.assert_array_equal(model.get_weights()[0], tiny_classifier.get_weights()[0])

@@ -449,3 +449,23 @@ def test_sparse_weights_write_block_pruned_kernels_in_litert_sparse_format(train
     np.testing.assert_allclose(logits[True], logits[False], atol=0.05)
     with pytest.raises(ValueError, match="`sparse_weights` must be True or False"):
         to_tflite(pruned, tmp_path / "x.tflite", sparse_weights="yes")
+
+
+def test_a_preprocessor_of_another_model_is_named_not_a_litert_crash(trained, float_file):
+    """A tokenizer with more tokens than the file's embedding table would make LiteRT fail
+    with 'gather index out of bounds' (or read other rows)."""
+    from keras_bertopt.demo import demo_vocabulary
+    from keras_bertopt.export import TFLiteClassifier
+    from keras_bertopt.models import TinyConfig, build_classifier
+
+    model, texts, _ = trained
+    vocabulary = demo_vocabulary() + [f"word{i}" for i in range(200)]
+    other = build_classifier(TinyConfig(vocabulary=vocabulary), 2, SEQ).preprocessor
+    assert other("word199")["token_ids"].numpy().max() >= len(demo_vocabulary())
+    with pytest.raises(ValueError, match=rf"embeds at most {len(demo_vocabulary())} tokens, "
+                                         rf"but the preprocessor's vocabulary has "
+                                         rf"{len(vocabulary)}: the preprocessor belongs to "
+                                         "another model"):
+        TFLiteClassifier(float_file[0], other)
+    runner = TFLiteClassifier(float_file[0], model.preprocessor)
+    assert len(runner.predict(texts[:4])["labels"]) == 4

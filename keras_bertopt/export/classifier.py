@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence, Union
 import numpy as np
 
 from keras_bertopt.export.cache import PredictionCache, cached_outputs
-from keras_bertopt.export.flatbuffer import read_tflite_bytes
+from keras_bertopt.export.flatbuffer import embedding_rows, read_tflite_bytes
 from keras_bertopt.export.inputs import INPUT_NAMES, labelled_examples, preprocess_texts
 from keras_bertopt.export.interpreter import Signatures, make_interpreter
 from keras_bertopt.export.pool import InterpreterPool, check_workers
@@ -34,6 +34,20 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(shifted)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def _check_vocabulary(data: bytes, preprocessor: Any, path: str) -> None:
+    """A preprocessor whose token ids can exceed every embedding table of the file belongs to
+    another model (LiteRT would fail with 'gather index out of bounds', or read garbage)."""
+    size = getattr(getattr(preprocessor, "tokenizer", None), "vocabulary_size", None)
+    if size is None:
+        return
+    size, rows = int(size()), embedding_rows(data)
+    if rows > 2 and size > rows:
+        raise ValueError(
+            f"TFLite file {path!r} embeds at most {rows} tokens, but the preprocessor's "
+            f"vocabulary has {size}: the preprocessor belongs to another model; pass the one "
+            "of the model this file was exported from")
 
 
 class TFLiteClassifier:
@@ -89,7 +103,7 @@ class TFLiteClassifier:
         cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
         self.path = os.fspath(path)
-        read_tflite_bytes(self.path)
+        _check_vocabulary(read_tflite_bytes(self.path), preprocessor, self.path)
         if preprocessor is None or not callable(preprocessor):
             raise ValueError(
                 "`preprocessor` must be a keras-hub text-classifier preprocessor (e.g. "
