@@ -1,8 +1,10 @@
 """Predict throughput: one sentence at a time vs batched on 2 threads, and the repeat cache.
 
-For one fine-tuned MiniLM-L6 (`common.finetuned_minilm()`, or ``--model
-PATH.keras``) exported as the shipped dynamic-range file (`to_tflite(model,
-path, "dynamic")`: default layout, batch 1) and as a dynamic-batch copy
+For one fine-tuned MiniLM-L6 (``--model PATH.keras``; default: the cached
+full-epoch bucketed fine-tune of `common.finetune_minilm_bucketed` when a run
+made it, else `common.finetuned_minilm()`) exported as the shipped
+dynamic-range file (`to_tflite(model, path, "dynamic")`: default layout, batch
+1) and as a dynamic-batch copy
 (``batch_size=None``), measured side by side in one run on this machine:
 
 * texts: the SST-2 dev sentences then SST-2 train sentences, distinct, up to
@@ -59,6 +61,12 @@ def _texts(limit: int) -> list[str]:
             if len(texts) >= limit:
                 return texts
     return texts
+
+
+def _cached_full_epoch() -> str | None:
+    """The full-epoch bucketed MiniLM fine-tune (latency.json's model) if a run cached it."""
+    path = common.bucketed_cache_path(1, 64, 32, 0, common.FINETUNE_PEAK_LEARNING_RATE)
+    return path if os.path.isfile(path) else None
 
 
 def _repeating(texts: list[str], fraction: float, seed: int = 0) -> list[str]:
@@ -118,7 +126,8 @@ def main() -> None:
 
     texts = _texts(args.texts)
     stream = _repeating(texts, args.repeat_fraction)
-    model = load_model(args.model) if args.model else common.finetuned_minilm()
+    model_path = args.model or _cached_full_epoch()
+    model = load_model(model_path) if model_path else common.finetuned_minilm()
     folder = tempfile.mkdtemp(prefix="kbo_predict_")
     shipped, dynamic_batch = (os.path.join(folder, n) for n in ("dyn.tflite", "dyn_b.tflite"))
     to_tflite(model, shipped, "dynamic", latency_runs=0)
@@ -152,10 +161,11 @@ def main() -> None:
             run.pool.close()
             print(f"round {round_} {name}: {len(data) / s:.1f} texts/s", flush=True)
     hit = _hit_cost(lambda **kw: runner(**kw), texts[:500])
-    _report(args, texts, stream, seconds, labels, cache_counts, hit, model, started)
+    _report(args, texts, stream, seconds, labels, cache_counts, hit, model_path, started)
 
 
-def _report(args, texts, stream, seconds, labels, cache_counts, hit, model, started) -> None:
+def _report(args, texts, stream, seconds, labels, cache_counts, hit, model_path,
+            started) -> None:
     rate = {n: len(stream if n.startswith("repeats") else texts) / statistics.median(s)
             for n, s in seconds.items()}
     same_file = ["one_at_a_time", "batched_2_threads"]
@@ -178,7 +188,7 @@ def _report(args, texts, stream, seconds, labels, cache_counts, hit, model, star
         print(f"{name}: {value:.3f}" if isinstance(value, float) else f"{name}: {value}")
     common.write_result("predict_quick" if args.quick else "predict", {
         "quick": args.quick,
-        "model": args.model or "common.finetuned_minilm() (MiniLM-L6, SST-2)",
+        "model": model_path or "common.finetuned_minilm() (MiniLM-L6, SST-2, 200 steps)",
         "command": "python " + " ".join(sys.argv),
         "budget": {"texts": len(texts), "rounds": args.rounds, "chunk": CHUNK,
                    "repeat_fraction": args.repeat_fraction, "interpreter_threads": 1,
