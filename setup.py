@@ -29,6 +29,8 @@ setup(
         "safetensors",
         "numpy",
         "pyyaml",
+        # The recipe's typed config (sections with types, ranges and rules).
+        "pydantic>=2.7",
         "matplotlib",
     ],
     extras_require={

@@ -72,7 +72,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 4 steps per stage, 64 dev sentences (not a result)")
     args = parser.parse_args(argv)
+    import logging
+
     from keras_bertopt import recipe
+
+    logging.basicConfig(level=logging.INFO, format="[keras-bertopt] %(message)s")
 
     overrides = recipe.parse_overrides(OVERRIDES)
     if args.quick:

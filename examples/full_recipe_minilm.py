@@ -33,7 +33,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--verbose", type=int, default=2, help="model.fit verbosity")
     args = parser.parse_args(argv)
 
+    import logging
+
     from keras_bertopt import recipe
+
+    logging.basicConfig(level=logging.INFO, format="[keras-bertopt] %(message)s")
 
     overrides = recipe.parse_overrides(args.set)
     # Checks everything (the MiniLM package, the SST-2 files, every key) before training.

@@ -9,8 +9,9 @@ keras-bertopt evaluate FILE.tflite|FILE.keras --data dev.tsv [--preprocessor MOD
 keras-bertopt predict FILE.tflite|FILE.keras --input texts.txt --output predictions.jsonl
 ```
 
-Exit status: 0 on success, 2 for bad arguments or a bad config (reported before
-any training), 1 when a stage or command fails.
+Exit status: 0 on success; 2 for bad arguments, a bad config or an output folder
+that is refused, all found before any work starts; 1 when something fails once
+work has started (a stage, a conversion, a prediction).
 """
 
 from __future__ import annotations
@@ -24,24 +25,16 @@ from typing import Any, Sequence
 
 from keras_bertopt import console
 from keras_bertopt.export.modes import QUANTIZATION_MODES
-from keras_bertopt.files import gzip_size
+
+log = console.logger()
 
 
 class UsageError(ValueError):
     """Bad command-line input (exit status 2)."""
 
 
-def _parse_set(items: Sequence[str]) -> dict[str, Any]:
-    from keras_bertopt.recipe import parse_overrides
-
-    try:
-        return parse_overrides(items)
-    except ValueError as err:
-        raise UsageError(f"--set: {err}") from None
-
-
-def _log(message: str) -> None:
-    console.logger().info(message)
+class WorkFailed(RuntimeError):
+    """Something failed after the command started its work (exit status 1)."""
 
 
 def _fit_verbose(args: argparse.Namespace) -> Any:
@@ -51,33 +44,42 @@ def _fit_verbose(args: argparse.Namespace) -> Any:
     return 1 if sys.stdout.isatty() else 2
 
 
+def _recipe_run(config: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from keras_bertopt import recipe
+
+    try:
+        return recipe.run(config, output_dir=args.output, fit_verbose=_fit_verbose(args))
+    except recipe.RecipeError as err:
+        raise WorkFailed(str(err)) from err
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from keras_bertopt import recipe
 
     start = time.perf_counter()
-    report = recipe.run(
-        recipe.demo_config(), output_dir=args.output, log=_log, fit_verbose=_fit_verbose(args)
-    )
+    report = _recipe_run(recipe.demo_config(), args)
     _print_summary(report)
-    _log(f"[keras-bertopt] demo finished in {time.perf_counter() - start:.1f} s; "
-         f"see {os.path.join(args.output, 'report.md')}")
+    log.info(f"demo finished in {time.perf_counter() - start:.1f} s; "
+             f"see {os.path.join(args.output, 'report.md')}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from keras_bertopt import recipe
 
-    overrides = _parse_set(args.set or [])
+    try:
+        overrides = recipe.parse_overrides(args.set or [])
+    except ValueError as err:
+        raise UsageError(f"--set: {err}") from None
     config = recipe.load_config(args.config, overrides)
     if args.output is None and config.output_dir is None:
         raise UsageError("no output directory: pass --output DIR or set output_dir in the config")
     if args.check:
-        _log(f"[keras-bertopt] {args.config}: config is valid")
+        log.info(f"{args.config}: config is valid")
         return 0
     start = time.perf_counter()
-    report = recipe.run(config, output_dir=args.output, log=_log, fit_verbose=_fit_verbose(args))
-    _print_summary(report)
-    _log(f"[keras-bertopt] run finished in {time.perf_counter() - start:.1f} s")
+    _print_summary(_recipe_run(config, args))
+    log.info(f"run finished in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -88,21 +90,25 @@ def _print_summary(report: dict[str, Any]) -> None:
     split = splits[0]
     for item in report.get("models", []):
         acc = item["metrics"].get(split, {}).get("accuracy")
-        _log(f"  {item['stage']:>9} keras          {item['size_bytes'] / 1e6:8.3f} MB  "
-             f"{split} accuracy {acc:.4f}")
+        log.info(f"  {item['stage']:>9} keras          {item['size_bytes'] / 1e6:8.3f} MB  "
+                 f"{split} accuracy {acc:.4f}")
     for item in report.get("exports", []):
         acc = item["metrics"].get(split, {}).get("accuracy")
-        _log(f"  {item['stage']:>9} tflite {item['quantization']:<8}{item['size_bytes'] / 1e6:8.3f}"
-             f" MB  {split} accuracy {acc:.4f}")
+        log.info(f"  {item['stage']:>9} tflite {item['quantization']:<8}"
+                 f"{item['size_bytes'] / 1e6:8.3f} MB  {split} accuracy {acc:.4f}")
 
 
-def _load_keras(path: str) -> Any:
+def _check_keras_path(path: str) -> None:
     if not path.endswith(".keras"):
         raise UsageError(f"MODEL must be a .keras file, got {path!r}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"MODEL {path!r} does not exist")
+
+
+def _load_keras(path: str) -> Any:
     from keras_bertopt.predict import load_model
 
+    _check_keras_path(path)
     return load_model(path)
 
 
@@ -127,60 +133,48 @@ def _read_data(spec: str, args: argparse.Namespace, num_classes: int | None = No
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from keras_bertopt.recipe.stages.export import export_model, metadata_arguments
+
     if not args.output.endswith(".tflite"):
         raise UsageError(f"--output must end in .tflite, got {args.output!r}")
-    console.import_backend()
+    _check_keras_path(args.model)
+    texts = labels = None
+    if args.data is not None:
+        texts, labels = _read_data(args.data, args)
     model = _load_keras(args.model)
-    from keras_bertopt import data, export, quantization
+    from keras_bertopt import data, quantization
 
-    representative, sample = None, None
     qat = quantization.is_quantize_aware(model)
-    if args.quantization == "int8" and not qat and args.data is None:
+    if args.quantization == "int8" and not qat and texts is None:
         raise UsageError(
             "--quantization int8 of a float model needs --data (representative examples "
             "for calibration: 'demo' or a TSV/CSV/JSONL file)"
         )
-    if args.data is not None:
-        texts, labels = _read_data(args.data, args)
+    representative = sample = None
+    if texts is not None:
         sample = list(texts[:64]) if isinstance(texts, list) else None
         if args.quantization == "int8" and not qat:
             representative = data.from_examples(texts, labels, 32).map(lambda x, y: x).take(
-                args.representative_batches
-            )
+                args.representative_batches)
+    labels_arg = [x.strip() for x in args.labels.split(",")] if args.labels else []
+    kwargs = metadata_arguments(model, args.metadata, labels_arg,
+                                int(getattr(model, "num_classes", 0) or 2))
     sequence_length = args.sequence_length or _model_sequence_length(model)
     start = time.perf_counter()
-    report = export.to_tflite(model, args.output, quantization=args.quantization,
+    try:
+        report = export_model(model, args.output, args.quantization,
                               representative_data=representative,
-                              sequence_length=sequence_length, sample_data=sample,
-                              **_metadata_arguments(args, model))
-    _log(f"[keras-bertopt] wrote {args.output} ({os.path.getsize(args.output) / 1e6:.3f} MB) "
-         f"in {time.perf_counter() - start:.1f} s")
-    _log(str(report))
+                              sequence_length=sequence_length, sample_data=sample, **kwargs)
+    except Exception as err:
+        raise WorkFailed(f"export failed: {type(err).__name__}: {err}") from err
+    log.info(f"wrote {args.output} ({os.path.getsize(args.output) / 1e6:.3f} MB) "
+             f"in {time.perf_counter() - start:.1f} s")
+    log.info(str(report))
     return 0
 
 
-def _metadata_arguments(args: argparse.Namespace, model: Any) -> dict[str, Any]:
-    """``metadata``/``labels`` for `to_tflite` from --metadata/--labels (default: when possible)."""
-    import importlib.util
-
-    num_classes = int(getattr(model, "num_classes", 0) or 2)
-    labels = ([x.strip() for x in args.labels.split(",")] if args.labels
-              else [str(i) for i in range(num_classes)])
-    if args.metadata is False:
-        return {}
-    if args.metadata is None:
-        tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
-        if importlib.util.find_spec("mediapipe") is None or not getattr(
-                tokenizer, "lowercase", False):
-            _log("[keras-bertopt] no MediaPipe metadata (mediapipe not installed or a cased "
-                 "tokenizer); pass --metadata to require it")
-            return {}
-    return {"metadata": True, "labels": labels}
-
-
 def _model_sequence_length(model: Any) -> int:
-    preprocessor = getattr(model, "preprocessor", None)
-    length = getattr(preprocessor, "sequence_length", None)
+    length = getattr(getattr(model, "preprocessor", None), "sequence_length", None)
     if not length:
         raise UsageError("cannot tell the sequence length of MODEL: pass --sequence-length")
     return int(length)
@@ -193,9 +187,9 @@ def _tflite_preprocessor(args: argparse.Namespace) -> Any:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
-
+    from keras_bertopt.files import gzip_size
     from keras_bertopt.metrics import label_metrics
+    from keras_bertopt.recipe.stages.evaluate import keras_labels, tflite_labels
 
     path = args.file
     if not path.endswith((".tflite", ".keras")):
@@ -205,33 +199,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     console.import_backend()
     texts, labels = _read_data(args.data, args)
     num_classes = max(int(max(labels)) + 1, args.num_classes)
+    tflite = path.endswith(".tflite")
+    runner = _tflite_preprocessor(args) if tflite else _load_keras(path)
     start = time.perf_counter()
-    if path.endswith(".tflite"):
-        from keras_bertopt import export
-
-        runner = export.TFLiteClassifier(path, _tflite_preprocessor(args))
-        predicted = np.asarray(runner.predict(texts)["labels"]).reshape(-1)
-    else:
-        from keras_bertopt import data
-
-        model = _load_keras(path)
-        ds = data.from_examples(texts, labels, 64).map(lambda x, y: x)
-        predicted = np.argmax(np.asarray(model.predict(ds, verbose=0)), axis=-1)
+    try:
+        predicted = (tflite_labels(path, runner, texts) if tflite
+                     else keras_labels(runner, texts))
+    except Exception as err:
+        raise WorkFailed(f"prediction failed: {type(err).__name__}: {err}") from err
     metrics = label_metrics(labels, predicted, num_classes)
-    metrics["seconds"] = time.perf_counter() - start
-    metrics["file"] = path
-    metrics["size_bytes"] = os.path.getsize(path)
-    metrics["gzip_bytes"] = gzip_size(path)
+    metrics.update(seconds=time.perf_counter() - start, file=path,
+                   size_bytes=os.path.getsize(path), gzip_bytes=gzip_size(path))
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        _log(f"[keras-bertopt] {path}: accuracy {metrics['accuracy']:.4f}, F1 "
-             f"{metrics['f1']:.4f} on {metrics['examples']} examples "
-             f"({metrics['seconds']:.1f} s); size {metrics['size_bytes'] / 1e6:.3f} MB, "
-             f"gzip {metrics['gzip_bytes'] / 1e6:.3f} MB")
+        log.info(f"{path}: accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f} on "
+                 f"{metrics['examples']} examples ({metrics['seconds']:.1f} s); size "
+                 f"{metrics['size_bytes'] / 1e6:.3f} MB, gzip {metrics['gzip_bytes'] / 1e6:.3f} MB")
     return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``keras-bertopt`` (demo, run, export, evaluate, predict)."""
     parser = argparse.ArgumentParser(
@@ -344,10 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "; run the same command again to resume" if args.command in ("demo", "run") else ""
         print(f"keras-bertopt {args.command}: interrupted{hint}", file=sys.stderr, flush=True)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError) as err:  # bad input, no work done
+    except (ValueError, FileNotFoundError, FileExistsError) as err:  # found before any work
         print(f"keras-bertopt {args.command}: error: {err}", file=sys.stderr, flush=True)
         return 2
-    except Exception as err:  # a stage or command failed
+    except Exception as err:  # failed once work had started
         print(f"keras-bertopt {args.command}: failed: {type(err).__name__}: {err}",
               file=sys.stderr, flush=True)
         return 1

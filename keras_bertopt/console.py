@@ -16,7 +16,7 @@ from keras_bertopt import console
 
 console.configure(console.NORMAL)   # before `import keras`
 console.import_backend()
-console.logger().info("[keras-bertopt] shown on stdout")
+console.logger().info("shown on stdout as '[keras-bertopt] ...'")
 ```
 """
 
@@ -142,7 +142,7 @@ def fix_backend(backend: str = BACKEND) -> None:
     configured = keras_json_backend()
     os.environ["KERAS_BACKEND"] = backend
     if configured and configured != backend:
-        logger().debug(f"[keras-bertopt] keras.json names backend {configured!r}; "
+        logger().debug(f"keras.json names backend {configured!r}; "
                        f"using {backend!r} (KERAS_BACKEND)")
 
 
@@ -158,7 +158,7 @@ def set_log_levels(verbosity: int) -> None:
     log.setLevel({QUIET: logging.WARNING, NORMAL: logging.INFO}.get(verbosity, logging.DEBUG))
     if not any(isinstance(h, _StdStream) for h in log.handlers):
         handler = _StdStream()
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(logging.Formatter("[keras-bertopt] %(message)s"))
         log.addHandler(handler)
     log.propagate = False
 

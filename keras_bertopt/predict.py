@@ -79,11 +79,11 @@ def load_model(path: PathLike) -> Any:
 
 
 def _run_folder_model(path: str) -> str | None:
-    """A recipe file <run>/export/<stage>_<mode>.tflite -> <run>/<stage>/model.keras, if there."""
-    folder = os.path.dirname(os.path.abspath(path))
-    stage = os.path.basename(path).split("_")[0]
-    guess = os.path.join(os.path.dirname(folder), stage, "model.keras")
-    return guess if os.path.basename(folder) == "export" and os.path.isfile(guess) else None
+    """A recipe file <run>/export/<name>.tflite -> <run>/<stage>/model.keras, if there (the
+    stage as the run's state.json records it)."""
+    from keras_bertopt.recipe.state import exported_model
+
+    return exported_model(path)
 
 
 def find_preprocessor(path: PathLike, preprocessor: Any = None,
@@ -96,7 +96,8 @@ def find_preprocessor(path: PathLike, preprocessor: Any = None,
        preprocessor), a Hugging Face checkpoint folder, or ``"tiny"`` (the demo
        vocabulary);
     2. the recipe run folder the file was exported into
-       (``<run>/export/<stage>_<mode>.tflite`` -> ``<run>/<stage>/model.keras``);
+       (``<run>/export/<stage>_<mode>.tflite`` -> ``<run>/<stage>/model.keras``, the
+       stage read from the run's ``state.json``);
     3. the vocabulary in the file's MediaPipe metadata (``metadata=True``).
 
     Args:

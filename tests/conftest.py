@@ -64,3 +64,22 @@ def example_configs(tmp_path):
                         f"{data.get('label_column', 'label')}\n")
                 f.writelines(f"{t}{sep}{y}\n" for t, y in zip(texts, labels, strict=True))
     return copies
+
+
+@pytest.fixture
+def package_log(caplog):
+    """`caplog` receiving the ``keras_bertopt`` logger's INFO records (directly: the CLI's
+    console setup stops that logger from propagating to the root logger)."""
+    import logging
+
+    log = logging.getLogger("keras_bertopt")
+    level, propagate = log.level, log.propagate
+    log.addHandler(caplog.handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        yield caplog
+    finally:
+        log.removeHandler(caplog.handler)
+        log.setLevel(level)
+        log.propagate = propagate

@@ -53,7 +53,7 @@ def test_recipe_distills_then_prunes_and_quantizes_with_the_teacher(tmp_path):
         "evaluate": {"splits": ["validation"]},
     }
     out = str(tmp_path / "run")
-    result = recipe.run(config, output_dir=out, fit_verbose=0, log=lambda line: None)
+    result = recipe.run(config, output_dir=out, fit_verbose=0)
     assert result["completed"] == ["finetune", "distill", "prune", "qat", "evaluate"]
     student = keras.saving.load_model(os.path.join(out, "distill", "model.keras"))
     assert student.backbone.num_layers == 1  # saved as a plain classifier, not a Distiller

@@ -70,7 +70,7 @@ def test_a_missing_model_package_is_named_with_its_pip_command_before_any_stage(
     config = recipe.load_config({"model": {"source": source}})  # valid as written
     assert config.model.source == source
     with pytest.raises(FileNotFoundError) as info:
-        recipe.run(config, output_dir=str(tmp_path / "run"), log=lambda line: None)
+        recipe.run(config, output_dir=str(tmp_path / "run"))
     message = str(info.value)
     assert "config key 'model.source'" in message
     assert "package 'kbo_no_such_package' is not installed" in message

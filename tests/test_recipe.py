@@ -6,6 +6,7 @@ import os
 import pytest
 
 from keras_bertopt import recipe, report
+from keras_bertopt.recipe.state import open_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,7 +31,8 @@ def test_defaults_and_demo_yaml_match_demo_config():
         ({"finetune": {"epochs": 2.0}}, "'finetune.epochs': expected an integer"),
         ({"prune": {"enabled": 1}}, "'prune.enabled': expected true or false"),
         ({"prune": {"target_sparsity": "half"}}, "'prune.target_sparsity': expected a number"),
-        ({"prune": {"target_sparsity": 1.0}}, "'prune.target_sparsity': expected a number in"),
+        ({"prune": {"target_sparsity": 1.0}},
+         "'prune.target_sparsity': expected a number in (0, 1)"),
         ({"prune": {"pattern": "block"}}, "'prune.block_shape'"),
         ({"prune": {"block_shape": [1, 4]}}, "'prune.block_shape': expected null unless"),
         ({"prune": {"pattern": "n:m", "n": 4, "m": 4}}, "'prune.n'"),
@@ -49,7 +51,7 @@ def test_defaults_and_demo_yaml_match_demo_config():
         ({"model": {"num_classes": 1}}, "'model.num_classes'"),
         ({"model": {"tiny": {"hidden_dim": 30, "num_heads": 4}}}, "'model.tiny.hidden_dim'"),
         ({"model": {"tiny": {"layers": 2}}}, "unknown config key 'model.tiny.layers'"),
-        ({"model": "tiny"}, "'model': expected a mapping of ModelConfig fields"),
+        ({"model": "tiny"}, "'model': expected a mapping, got str 'tiny'"),
         ({"data": {"source": "files"}}, "'data.train'"),
         ({"data": {"source": "tfds"}}, "'data.name'"),
         ({"data": {"train": "x.tsv"}}, "'data.train': expected not set when data.source is 'demo'"),
@@ -146,7 +148,7 @@ def test_checkpoint_dir_model_source_is_checked(tmp_path):
 def test_output_dir_is_resumed_or_refused_never_overwritten(tmp_path):
     out = tmp_path / "run"
     cfg = recipe.demo_config(str(out))
-    assert recipe.Recipe(cfg).prepare() == []
+    assert open_run(str(out), cfg).completed == []
     state = json.loads((out / "state.json").read_text())
     assert state["completed"] == [] and state["config"]["seed"] == 0
     assert json.loads((out / "config.json").read_text())["prune"]["target_sparsity"] == 0.5
@@ -154,13 +156,13 @@ def test_output_dir_is_resumed_or_refused_never_overwritten(tmp_path):
     # Same config (even from another path): resumes with what was completed.
     state["completed"] = ["finetune"]
     (out / "state.json").write_text(json.dumps(state))
-    assert recipe.Recipe(recipe.demo_config(str(out))).prepare() == ["finetune"]
+    assert open_run(str(out), recipe.demo_config(str(out))).completed == ["finetune"]
 
     # A different config: refused, naming what differs; nothing is touched.
     before = (out / "state.json").read_text()
     other = recipe.load_config(cfg, {"prune.target_sparsity": 0.8})
     with pytest.raises(FileExistsError, match="prune.target_sparsity"):
-        recipe.Recipe(other).prepare()
+        open_run(str(out), other)
     assert (out / "state.json").read_text() == before
 
     # A folder that is not a recipe run: refused.
@@ -283,27 +285,28 @@ MICRO = {
 
 
 @pytest.mark.slow
-def test_failed_stage_keeps_earlier_ones_and_rerun_resumes(tmp_path, monkeypatch):
-    out = str(tmp_path / "run")
-    lines = []
+def test_failed_stage_keeps_earlier_ones_and_rerun_resumes(tmp_path, monkeypatch, package_log):
+    from keras_bertopt.recipe.stages import prune
 
-    def broken(self):
+    out = str(tmp_path / "run")
+
+    def broken(ctx):
         raise RuntimeError("disk full (simulated)")
 
-    monkeypatch.setattr(recipe.Recipe, "stage_prune", broken)
+    monkeypatch.setattr(prune, "run", broken)
     with pytest.raises(recipe.RecipeError, match="stage 'prune' failed: disk full"):
-        recipe.run(MICRO, output_dir=out, log=lines.append, fit_verbose=0)
+        recipe.run(MICRO, output_dir=out, fit_verbose=0)
     state = json.loads(open(os.path.join(out, "state.json")).read())
     assert state["completed"] == ["finetune"]
     assert os.path.isfile(os.path.join(out, "finetune", "model.keras"))
     finetune_bytes = open(os.path.join(out, "finetune", "model.keras"), "rb").read()
-    assert any("prune: FAILED" in line for line in lines)
+    assert any("prune: FAILED" in line for line in package_log.messages)
 
     monkeypatch.undo()
-    lines.clear()
-    result = recipe.run(MICRO, output_dir=out, log=lines.append, fit_verbose=0)
-    assert any("finetune: already completed" in line for line in lines)
-    assert any("prune: done in" in line for line in lines)
+    package_log.clear()
+    result = recipe.run(MICRO, output_dir=out, fit_verbose=0)
+    assert any("finetune: already completed" in line for line in package_log.messages)
+    assert any("prune: done in" in line for line in package_log.messages)
     # The fine-tuned model was not retrained or rewritten.
     assert open(os.path.join(out, "finetune", "model.keras"), "rb").read() == finetune_bytes
     assert result["completed"] == ["finetune", "prune", "evaluate"]
@@ -318,9 +321,9 @@ def test_failed_stage_keeps_earlier_ones_and_rerun_resumes(tmp_path, monkeypatch
     assert {c["stage"] for c in result["curves"]} == {"finetune", "prune"}
 
     # Everything done: a third run trains nothing and keeps the results.
-    lines.clear()
-    recipe.run(MICRO, output_dir=out, log=lines.append, fit_verbose=0)
-    assert sum("already completed" in line for line in lines) == 3
+    package_log.clear()
+    recipe.run(MICRO, output_dir=out, fit_verbose=0)
+    assert sum("already completed" in line for line in package_log.messages) == 3
 
 
 def test_parse_overrides_reads_yaml_values():
@@ -343,7 +346,9 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import logging
 from keras_bertopt import recipe
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 config = json.loads(sys.argv[2])
 recipe.run(config, output_dir=sys.argv[1], fit_verbose=0)
 """
@@ -402,7 +407,7 @@ def test_recipe_trains_on_length_bucketed_batches_by_default(tmp_path):
 
 
 @pytest.mark.slow
-def test_unset_sequence_length_is_measured_on_the_training_data(tmp_path):
+def test_unset_sequence_length_is_measured_on_the_training_data(tmp_path, package_log):
     import keras
 
     from keras_bertopt.data import demo_examples, length_report
@@ -412,8 +417,8 @@ def test_unset_sequence_length_is_measured_on_the_training_data(tmp_path):
                   finetune=dict(MICRO["finetune"], steps_per_epoch=2),
                   prune={"enabled": False}, evaluate={"enabled": False})
     out = str(tmp_path / "run")
-    lines = []
-    recipe.run(config, output_dir=out, log=lines.append, fit_verbose=0)
+    recipe.run(config, output_dir=out, fit_verbose=0)
+    lines = package_log.messages
     state = json.loads(open(os.path.join(out, "state.json")).read())
     # What length_report suggests for the same 128 demo training sentences.
     texts, _ = demo_examples("train")
@@ -426,13 +431,13 @@ def test_unset_sequence_length_is_measured_on_the_training_data(tmp_path):
 
 
 @pytest.mark.slow
-def test_auto_batch_size_is_searched_and_trained_with(tmp_path):
+def test_auto_batch_size_is_searched_and_trained_with(tmp_path, package_log):
     config = dict(MICRO, data=dict(MICRO["data"], batch_size="auto", batch_size_limit=16,
                                    bucketing=False),
                   prune={"enabled": False}, evaluate={"enabled": False})
     out = str(tmp_path / "run")
-    lines = []
-    recipe.run(config, output_dir=out, log=lines.append, fit_verbose=0)
+    recipe.run(config, output_dir=out, fit_verbose=0)
+    lines = package_log.messages
     state = json.loads(open(os.path.join(out, "state.json")).read())
     search = state["batch_size_search"]
     tried = [t["batch_size"] for t in search["trials"]]
@@ -450,7 +455,7 @@ def test_recipe_warmup_rounds_like_create_optimizer():
     `create_optimizer`; a rounding of its own (12) in the recipe would differ."""
     from keras_bertopt import optimizers
     from keras_bertopt._compat import learning_rate_schedule
-    from keras_bertopt.recipe import finetune
+    from keras_bertopt.recipe.stages import finetune
 
     cfg = recipe.load_config({"finetune": {"schedule": {"warmup_ratio": 0.1}}})
     ours = learning_rate_schedule(finetune.build_optimizer(cfg.finetune, total_steps=125))
@@ -508,7 +513,7 @@ def test_recipe_options_run_hf_dir_regularization_layerwise_block_global_and_n_m
     config["finetune"]["optimizer"] = {"layerwise_lr_decay": 0.5}
     config["prune"].update(pattern="block", block_shape=[1, 4], scope="global")
     out = str(tmp_path / "block")
-    recipe.run(config, output_dir=out, log=lambda line: None, fit_verbose=0)
+    recipe.run(config, output_dir=out, fit_verbose=0)
     state = json.loads(open(os.path.join(out, "state.json")).read())
     finetune = state["stages"]["finetune"]
     assert finetune["regularized_variables"] == 6  # q, k, v, attention output, 2 feed-forward
@@ -533,7 +538,7 @@ def test_recipe_options_run_hf_dir_regularization_layerwise_block_global_and_n_m
 
     config["prune"].update(pattern="n:m", n=2, m=4, scope="per_variable", block_shape=None)
     out = str(tmp_path / "nm")
-    recipe.run(config, output_dir=out, log=lambda line: None, fit_verbose=0)
+    recipe.run(config, output_dir=out, fit_verbose=0)
     _, views, _ = _prune_views(os.path.join(out, "prune", "model.keras"))
     for path, w in views:
         groups = (w != 0).T.reshape(w.shape[1], -1, 4)  # 4 consecutive inputs per output
@@ -552,7 +557,7 @@ def test_qat_with_dynamic_activations_exports_a_dynamic_range_file(tmp_path):
     config["export"] = {"enabled": True, "quantization": [], "qat_quantization": ["dynamic"],
                         "metadata": False}
     out = str(tmp_path / "run")
-    recipe.run(config, output_dir=out, log=lambda line: None, fit_verbose=0)
+    recipe.run(config, output_dir=out, fit_verbose=0)
     state = json.loads(open(os.path.join(out, "state.json")).read())
     (file,) = state["stages"]["export"]["files"]
     assert (file["stage"], file["quantization"]) == ("qat", "dynamic")

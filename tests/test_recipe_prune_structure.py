@@ -42,7 +42,7 @@ def test_prune_structure_stage_runs_and_later_stages_use_the_smaller_model(tmp_p
     import keras
 
     out = str(tmp_path / "run")
-    result = recipe.run(CONFIG, output_dir=out, log=lambda line: None, fit_verbose=0)
+    result = recipe.run(CONFIG, output_dir=out, fit_verbose=0)
     assert result["completed"] == ["finetune", "prune_structure", "evaluate"]
     state = json.loads(open(os.path.join(out, "state.json")).read())
     stage = state["stages"]["prune_structure"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from keras_bertopt.recipe.config import RecipeConfig
+from keras_bertopt.recipe.sections import DataConfig
 from keras_bertopt.texts import as_strings
 
 #: Splits that can serve as held-out data, in order of preference.
@@ -12,23 +12,33 @@ HELD_OUT = ("validation", "test")
 
 
 class RecipeData:
-    """Examples of the config's data source, cached per split, and datasets over them."""
+    """Examples of a `DataConfig`'s source, cached per split, and datasets over them.
 
-    def __init__(self, config: RecipeConfig) -> None:
+    `batch_size` is the config's, or (``auto``) the measured size the runner sets.
+    """
+
+    def __init__(self, config: DataConfig, num_classes: int, seed: int) -> None:
         self.config = config
+        self.num_classes = num_classes
+        self.seed = seed
         self._examples: dict[str, tuple[Any, list[int]]] = {}
-        #: The batch size `data.batch_size: auto` resolved to (set by the recipe).
-        self.chosen_batch_size: int | None = None
+        self._batch_size: int | None = None if config.batch_size == "auto" else config.batch_size
 
     @property
     def batch_size(self) -> int:
         """`data.batch_size`, or what ``auto`` resolved to."""
-        size = self.config.data.batch_size
-        if size != "auto":
-            return int(size)
-        if self.chosen_batch_size is None:
+        if self._batch_size is None:
             raise RuntimeError("data.batch_size is 'auto' and has not been measured yet")
-        return self.chosen_batch_size
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, size: int) -> None:
+        self._batch_size = int(size)
+
+    @property
+    def has_batch_size(self) -> bool:
+        """Whether the batch size is known (``auto`` is not until measured)."""
+        return self._batch_size is not None
 
     def examples(self, split: str, limit: int | None) -> tuple[Any, list[int]]:
         """``(texts, labels)`` of `split`, at most `limit` (texts: a list or a pair of lists)."""
@@ -40,7 +50,7 @@ class RecipeData:
     def _read(self, split: str, limit: int | None) -> tuple[Any, list[int]]:
         from keras_bertopt import data
 
-        d = self.config.data
+        d = self.config
         if d.source == "demo":
             texts, labels = data.demo_examples(split)
             if limit is not None:
@@ -50,16 +60,14 @@ class RecipeData:
             path = getattr(d, split)
             if path is None:
                 raise ValueError(f"config key 'data.{split}' is not set")
-            return data.read_file(
-                path, d.text_column, d.label_column,
-                num_classes=self.config.model.num_classes, limit=limit,
-            )
+            return data.read_file(path, d.text_column, d.label_column,
+                                  num_classes=self.num_classes, limit=limit)
         return self._tfds(split, limit)
 
     def _tfds(self, split: str, limit: int | None) -> tuple[Any, list[int]]:
         from keras_bertopt import data
 
-        d = self.config.data
+        d = self.config
         ds = data.load_glue(d.name, split, 256, data_dir=d.data_dir, download=d.download,
                             shuffle=False, limit=limit)
         first: list[str] = []
@@ -83,32 +91,23 @@ class RecipeData:
 
     def train_examples(self) -> tuple[Any, list[int]]:
         """The training split, capped at `data.train_limit`."""
-        return self.examples("train", self.config.data.train_limit)
+        return self.examples("train", self.config.train_limit)
 
     def eval_examples(self, split: str) -> tuple[Any, list[int]]:
         """An evaluation split, capped at `data.eval_limit` (train at `data.train_limit`)."""
         if split == "train":
             return self.train_examples()
-        return self.examples(split, self.config.data.eval_limit)
-
-    def has_split(self, split: str) -> bool:
-        """Whether the source has `split` (file sources only have the files given)."""
-        d = self.config.data
-        if d.source == "files":
-            return getattr(d, split) is not None
-        return True
+        return self.examples(split, self.config.eval_limit)
 
     def held_out_split(self) -> str | None:
         """The first of validation / test the source has."""
-        return next((s for s in HELD_OUT if self.has_split(s)), None)
+        return next((s for s in HELD_OUT if self.config.has_split(s)), None)
 
     def dataset(self, texts: Any, labels: list[int], *, shuffle: bool, repeat: bool) -> Any:
         """A batched ``(text, label)`` dataset (`batch_size`, seeded by `seed`)."""
         from keras_bertopt import data
 
-        ds = data.from_examples(
-            texts, labels, self.batch_size, shuffle=shuffle, seed=self.config.seed
-        )
+        ds = data.from_examples(texts, labels, self.batch_size, shuffle=shuffle, seed=self.seed)
         return ds.repeat() if repeat else ds
 
     def train_dataset(self, bucket_with: Any = None) -> Any:
@@ -123,7 +122,7 @@ class RecipeData:
         from keras_bertopt import data
 
         return data.bucket_by_length((texts, labels), bucket_with, self.batch_size,
-                                     seed=self.config.seed).repeat()
+                                     seed=self.seed).repeat()
 
     def validation_data(self) -> Any:
         """`fit(validation_data=...)`: the held-out split, or None when there is none."""
@@ -133,11 +132,11 @@ class RecipeData:
         texts, labels = self.eval_examples(split)
         return self.dataset(texts, labels, shuffle=False, repeat=False)
 
-    def representative_data(self) -> Any:
-        """Inputs of the first `export.representative_batches` training batches (int8 ranges)."""
+    def representative_data(self, batches: int) -> Any:
+        """Inputs of the first `batches` training batches (int8 calibration)."""
         texts, labels = self.train_examples()
         ds = self.dataset(texts, labels, shuffle=False, repeat=False)
-        return ds.map(lambda x, y: x).take(self.config.export.representative_batches)
+        return ds.map(lambda x, y: x).take(batches)
 
     def steps(self, steps_per_epoch: int | None) -> int:
         """`steps_per_epoch`, or one pass over the training split when None."""

@@ -1,20 +1,26 @@
 """The one training sequence every training stage shares.
 
-seed -> input model -> (in the strategy scope) the stage's setup and `compile`
--> `fit` with the recipe's callbacks -> the stage's finish -> save. A training
-stage supplies only its setup (what to wrap, which optimizer, which callbacks)
-and, optionally, what to do with the trained model before it is saved.
+(in the strategy scope) the stage's setup and `compile` -> `fit` with the
+recipe's callbacks -> the stage's finish -> save. A training stage supplies
+only its setup (what to wrap, which optimizer, which callbacks) and,
+optionally, what to do with the trained model before it is saved.
+
+```python
+def run(ctx):
+    def setup(model, total_steps):
+        return training.Setup(model, keras.optimizers.AdamW(1e-4))
+    return training.train(ctx, epochs=1, steps_per_epoch=None, setup=setup)
+```
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 if TYPE_CHECKING:
-    from keras_bertopt.recipe.runner import Recipe
+    from keras_bertopt.recipe.context import StageContext
 
 
 @dataclasses.dataclass
@@ -85,81 +91,73 @@ def curve_recorder(stage: str, points: list[dict[str, Any]], every: int) -> Any:
     return CurveRecorder()
 
 
-def fit(recipe: Recipe, stage: str, model: Any, epochs: int, steps: int,
-        extra: list[Any]) -> tuple[dict[str, list[float]], dict[str, Any]]:
+def _padding(throughput: Any, bucketed: bool) -> dict[str, Any]:
+    """Real and padded tokens of the timed steps, their ratio, whether batches were bucketed."""
+    rates = throughput.epoch_rates
+    tokens = sum(e["tokens"] or 0 for e in rates)
+    padded = sum(e["padded_tokens"] or 0 for e in rates)
+    return {"bucketed": bucketed, "timed_examples": int(sum(e["examples"] or 0 for e in rates)),
+            "timed_steps": sum(e["steps"] for e in rates), "real_tokens": int(tokens),
+            "padded_tokens": int(padded), "padding_efficiency": tokens / padded if padded else None}
+
+
+def fit(ctx: StageContext, model: Any, epochs: int, steps: int,
+        extra: list[Any]) -> dict[str, Any]:
     """`model.fit` on the training split with `extra` callbacks plus throughput, learning
-    rate and curve logging; returns the history as plain floats and the padding counts
-    (real and padded tokens of the timed steps, their ratio, whether batches were bucketed)."""
+    rate and curve logging; returns ``{"history", "padding", "curves"}`` as plain data."""
     from keras_bertopt import callbacks
 
-    curves = [c for c in recipe.state["curves"] if c["stage"] != stage]
-    recipe.state["curves"] = curves
-    recorder = curve_recorder(stage, curves, max(1, epochs * steps // 50))
-    with padded_per_batch(model, recipe.config.data.bucketing) as bucketing:
-        train = recipe.data.train_dataset(bucketing)
+    curves: list[dict[str, Any]] = []
+    recorder = curve_recorder(ctx.name, curves, max(1, epochs * steps // 50))
+    with padded_per_batch(model, ctx.config.data.bucketing) as bucketing:
+        train = ctx.data.train_dataset(bucketing)
         throughput = callbacks.Throughput(warmup_steps=min(3, max(0, steps - 1)), verbose=0)
         train = throughput.count_tokens(train, model)
         history = model.fit(
             train,
             epochs=epochs,
             steps_per_epoch=steps,
-            validation_data=recipe.data.validation_data(),
+            validation_data=ctx.data.validation_data(),
             callbacks=[*extra, throughput, callbacks.LearningRateLogger(), recorder],
-            verbose=recipe.fit_verbose,
+            verbose=ctx.fit_verbose,
         )
-    tokens = sum(e["tokens"] or 0 for e in throughput.epoch_rates)
-    padded = sum(e["padded_tokens"] or 0 for e in throughput.epoch_rates)
-    examples = sum(e["examples"] or 0 for e in throughput.epoch_rates)
-    padding = {"bucketed": bucketing is not None, "timed_examples": int(examples),
-               "timed_steps": sum(e["steps"] for e in throughput.epoch_rates),
-               "real_tokens": int(tokens),
-               "padded_tokens": int(padded),
-               "padding_efficiency": tokens / padded if padded else None}
-    return {k: [float(v) for v in vs] for k, vs in history.history.items()}, padding
+    return {"history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+            "padding": _padding(throughput, bucketing is not None), "curves": curves}
 
 
 def train(
-    recipe: Recipe,
-    stage: str,
+    ctx: StageContext,
     *,
-    seed_offset: int,
     epochs: int,
     steps_per_epoch: int | None,
     setup: Callable[[Any, int], Setup],
     finish: Callable[[Any], tuple[Any, dict[str, Any]]] | None = None,
     jit_compile: bool = False,
 ) -> dict[str, Any]:
-    """Train `stage` and save its model; return its result for ``state.json``.
+    """Train `ctx.model` and save it as ``<stage>/model.keras``; return the stage's result.
 
     Args:
-        recipe: the run.
-        stage: the stage name (``<stage>/model.keras`` is written).
-        seed_offset: added to the config's seed before the input model is made.
+        ctx: the stage's context (its `model` is the one trained).
         epochs, steps_per_epoch: the stage's length (None: one pass over the data).
-        setup: ``setup(model, total_steps) -> Setup``, called in the strategy
-            scope with the input model (the previous stage's, or a new one).
+        setup: ``setup(model, total_steps) -> Setup``, called in the strategy scope.
         finish: ``finish(trained) -> (model_to_save, extra_result)``.
         jit_compile: compile the train step with XLA.
 
     Returns:
-        ``{"steps", "history", "padding", **setup.result, **extra_result, "model"}``.
+        ``{"steps", "history", "padding", "curves", "jit_compile", **setup.result,
+        **extra_result, "model"}``.
     """
-    import keras
-
-    keras.utils.set_random_seed(recipe.config.seed + seed_offset)
-    model = recipe.input_model(stage)
-    steps = recipe.data.steps(steps_per_epoch)
+    steps = ctx.data.steps(steps_per_epoch)
     total = epochs * steps
-    with recipe.strategy().scope():
-        plan = setup(model, total)
+    with ctx.scope():
+        plan = setup(ctx.model, total)
         compile_classifier(plan.model, plan.optimizer, jit_compile)
-    history, padding = fit(recipe, stage, plan.model, epochs, steps, plan.callbacks)
-    result: dict[str, Any] = {"steps": total, "history": history, "padding": padding,
+    result: dict[str, Any] = {"steps": total,
+                              **fit(ctx, plan.model, epochs, steps, plan.callbacks),
                               "jit_compile": bool(plan.model.jit_compile), **plan.result}
     final = plan.model
     if finish is not None:
         final, extra = finish(plan.model)
         result.update(extra)
-    path = recipe.save_model(stage, final)
-    result["model"] = os.path.relpath(path, recipe.out)
+    result["model"] = ctx.models.save(ctx.name, final)
     return result
