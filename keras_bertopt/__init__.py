@@ -3,7 +3,9 @@
 Submodules load lazily, so `import keras_bertopt` is cheap: it imports neither
 TensorFlow, tensorflow_model_optimization nor tensorflow_datasets, and sets
 nothing in the process environment. `keras_bertopt.pruning` (and friends) import
-on first attribute access.
+on first attribute access. Saved models that hold the package's Keras objects
+(pruned, QAT, structured) load after plain ``import keras_bertopt``
+(`keras_bertopt._registry`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from keras_bertopt import _registry
+
 __version__ = "0.1.0"
+
+_registry.install()
 
 _SUBMODULES = (
     "batch_size",

@@ -111,3 +111,45 @@ def encoder_sublayers(block: Any) -> dict[str, Any]:
         "output": block._feedforward_output_dense,
         "output_norm": block._feedforward_layer_norm,
     }
+
+
+class _LazyCustomObjects(dict):
+    """Keras's registry of custom objects, asking `loader(name)` for a name it lacks."""
+
+    def __init__(self, entries: dict, loader: Any) -> None:
+        super().__init__(entries)
+        self.loader = loader
+
+    def _load(self, name: Any) -> None:
+        if not dict.__contains__(self, name):
+            self.loader(name)
+
+    def __contains__(self, name: Any) -> bool:
+        self._load(name)
+        return dict.__contains__(self, name)
+
+    def __getitem__(self, name: Any) -> Any:
+        self._load(name)
+        return dict.__getitem__(self, name)
+
+    def get(self, name: Any, default: Any = None) -> Any:
+        self._load(name)
+        return dict.get(self, name, default)
+
+
+def load_custom_objects_on_demand(loader: Any) -> None:
+    """Make Keras call `loader(name)` before it looks up a registered name it does not hold.
+
+    Keras keeps the objects of `keras.saving.register_keras_serializable` in the
+    module-level dict ``keras.src.saving.object_registration.GLOBAL_CUSTOM_OBJECTS``
+    and has no hook for a name that is not registered yet; this replaces that dict
+    with one (same entries) that calls `loader` first, so `keras.saving.load_model`
+    can import the module that registers a class when a file names it.
+    """
+    from keras.src.saving import object_registration
+
+    current = object_registration.GLOBAL_CUSTOM_OBJECTS
+    if isinstance(current, _LazyCustomObjects):
+        current.loader = loader
+        return
+    object_registration.GLOBAL_CUSTOM_OBJECTS = _LazyCustomObjects(current, loader)
