@@ -110,7 +110,8 @@ def test_log_levels(verbosity, shown, capsys):
     log.info("info")
     log.warning("warning")
     out, err = capsys.readouterr()
-    assert out.split() + err.split() == shown
+    lines = out.splitlines() + err.splitlines()
+    assert lines == [f"[keras-bertopt] {word}" for word in shown]  # the handler adds the prefix
     assert ("warning" in err) and ("warning" not in out)
     console.set_log_levels(console.NORMAL)
     assert logging.getLogger("tensorflow").level == logging.ERROR

@@ -24,8 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 #: A regex or a list of regexes on variable paths (`keras_bertopt.selection`), or null.
 PatternList = Union[str, list[str], None]
 
-#: How `to_tflite` stores weights (`keras_bertopt.export.modes.QUANTIZATION_MODES`).
-QuantizationMode = Literal["none", "float16", "dynamic", "int8"]
 
 
 class RuleError(ValueError):

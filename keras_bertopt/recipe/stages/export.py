@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from keras_bertopt.recipe.sections import QuantizationMode, StageSection, rule
+from keras_bertopt.export.modes import QuantizationMode
+from keras_bertopt.recipe.sections import StageSection, rule
 
 if TYPE_CHECKING:
     from keras_bertopt.recipe.context import StageContext
