@@ -28,6 +28,31 @@ def _batches(ds):
     return [(x, np.asarray(y)) for x, y in ds]
 
 
+def _logits_by_hand(model, x):
+    """`model`'s logits on raw texts `x` (a list, or a tuple of two lists for pairs): its own
+    preprocessor and forward pass, without any data pipeline."""
+    import tensorflow as tf
+
+    x = tuple(tf.constant(part) for part in x) if isinstance(x, tuple) else tf.constant(x)
+    return np.asarray(model(model.preprocessor(x=x)))  # x=: a tuple is segments, not (x, y)
+
+
+def _check_fed_rows(model, ds, x, labels):
+    """`ds` yields exactly the texts `x` (in order) with `labels`: the model's predictions
+    through the dataset equal those on `x` directly, and the labels match."""
+    np.testing.assert_allclose(model.predict(ds, verbose=0), _logits_by_hand(model, x),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.concatenate([np.asarray(y) for _, y in ds]), labels)
+
+
+def _tfds_rows(name, split, features):
+    """The mocked examples straight from tfds, in the features' order, label last."""
+    import tensorflow_datasets as tfds
+
+    return [tuple(e[f].decode() for f in features) + (e["label"],)
+            for e in tfds.load(name, split=split).as_numpy_iterator()]
+
+
 # ---------------------------------------------------------------------------------------
 # Local files
 # ---------------------------------------------------------------------------------------
@@ -163,11 +188,17 @@ def test_file_dataset_fits_classifier_with_preprocessor(tmp_path, tiny_classifie
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    history = tiny_classifier.fit(load_file(single, batch_size=4), epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][-1])
+    before = [np.array(w) for w in tiny_classifier.trainable_weights]
+    tiny_classifier.fit(load_file(single, batch_size=4), epochs=1, verbose=0)
+    assert not all(np.array_equal(b, np.array(w))
+                   for b, w in zip(before, tiny_classifier.trainable_weights, strict=True))
+    # What fit consumed: the rows written above, texts and labels in order.
+    _check_fed_rows(tiny_classifier, load_file(single, batch_size=4),
+                    ["great fun", "awful mess"] * 4, [1, 0] * 4)
     pair_ds = load_file(pairs, ["a", "b"], batch_size=4)
-    history = tiny_classifier.fit(pair_ds, verbose=0)
-    assert np.isfinite(history.history["loss"][-1])
+    tiny_classifier.fit(pair_ds, verbose=0)
+    _check_fed_rows(tiny_classifier, pair_ds, (["great", "awful"] * 4, ["fun", "mess"] * 4),
+                    [1, 0] * 4)
     # fit's preprocessing packs the tuple as two segments: [CLS] a [SEP] b [SEP].
     x, y = next(iter(pair_ds))
     segments = np.asarray(tiny_classifier.preprocess_samples(x, y)[0]["segment_ids"])
@@ -194,7 +225,11 @@ def test_glue_single_sentence(mock_tfds):
     assert [len(y) for _, y in batches] == [4, 4, 2]
     x, y = batches[0]
     assert x.dtype.name == "string" and x.shape == (4,)
-    assert y.dtype == np.int32 and set(y) <= {0, 1}
+    assert y.dtype == np.int32
+    # Validation is not shuffled: tfds's own examples, in order.
+    got = [(t.decode(), int(label))
+           for x, y in batches for t, label in zip(x.numpy(), y, strict=True)]
+    assert got == _tfds_rows("glue/sst2", "validation", ["sentence"])
     assert (
         len(
             _batches(load_glue("cola", "train[:50%]", batch_size=32, limit=3, download=False))[0][1]
@@ -210,12 +245,24 @@ def test_glue_sentence_pairs(mock_tfds, task, split):
     )
     assert isinstance(x, tuple) and len(x) == 2
     assert all(part.dtype.name == "string" and part.shape == (5,) for part in x)
-    assert set(y) <= set(range(GLUE_TASKS[task][1]))
+    # Shuffled, but the same pairs as tfds gives, each in its fields' order (by hand).
+    features = {"mrpc": ["sentence1", "sentence2"], "mnli": ["premise", "hypothesis"]}[task]
+    batches = _batches(load_glue(task, split, batch_size=5, shuffle=True, seed=1,
+                                 download=False))
+    got = [(a.decode(), b.decode(), int(label)) for (first, second), y in batches
+           for a, b, label in zip(first.numpy(), second.numpy(), y, strict=True)]
+    assert sorted(got) == sorted(_tfds_rows(f"glue/{task}", split, features))
+    assert max(label for *_, label in got) < GLUE_TASKS[task][1]
 
 
 def test_glue_stsb_is_regression(mock_tfds):
     (x, y), *_ = _batches(load_glue("stsb", "validation", batch_size=10, download=False))
     assert isinstance(x, tuple) and y.dtype == np.float32
+    # The similarity scores themselves, not class ids (tfds's float labels, in order).
+    expected = [row[-1] for row in _tfds_rows("glue/stsb", "validation",
+                                              ["sentence1", "sentence2"])]
+    np.testing.assert_array_equal(y, np.asarray(expected, np.float32))
+    assert not np.array_equal(y, np.round(y))
 
 
 def test_glue_mock_dataset_fits(mock_tfds, tiny_classifier):
@@ -224,10 +271,15 @@ def test_glue_mock_dataset_fits(mock_tfds, tiny_classifier):
     tiny_classifier.compile(
         optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     )
-    history = tiny_classifier.fit(
-        load_glue("rte", "train", batch_size=5, download=False), verbose=0
-    )
-    assert np.isfinite(history.history["loss"][-1])
+    before = [np.array(w) for w in tiny_classifier.trainable_weights]
+    tiny_classifier.fit(load_glue("rte", "train", batch_size=5, download=False), verbose=0)
+    assert not all(np.array_equal(b, np.array(w))
+                   for b, w in zip(before, tiny_classifier.trainable_weights, strict=True))
+    # What fit consumed: tfds's (sentence1, sentence2) pairs, in that order, with their labels.
+    rows = _tfds_rows("glue/rte", "train", ["sentence1", "sentence2"])
+    _check_fed_rows(tiny_classifier,
+                    load_glue("rte", "train", batch_size=5, shuffle=False, download=False),
+                    ([r[0] for r in rows], [r[1] for r in rows]), [r[2] for r in rows])
 
 
 def test_glue_bad_arguments():

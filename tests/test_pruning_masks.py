@@ -63,13 +63,22 @@ def test_kernel_view_of_einsum_kernels_round_trips():
 def test_pruning_and_quantization_read_einsum_axes_the_same_way():
     """A kernel axis summed without an input partner ("d" in "ab,bcd->ac") is an input axis
     for both pruning's 2-D view and quantization's per-channel scales (one output axis, c)."""
-    from keras_bertopt.quantization import einsum_reduce_axes
+    from keras_bertopt.quantization import einsum_reduce_axes, weight_scale
 
-    for equation in ("abc,cde->abde", "abcd,cde->abe", "ab,bcd->ac"):
-        assert M.einsum_reduction_axes(equation) == einsum_reduce_axes(equation)
-    assert einsum_reduce_axes("ab,bcd->ac") == (0, 2)
+    # By hand: a kernel letter absent from the output is summed over.
+    expected = {"abc,cde->abde": (0,), "abcd,cde->abe": (0, 1), "ab,bcd->ac": (0, 2)}
+    for equation, axes in expected.items():
+        assert M.einsum_reduction_axes(equation) == axes
+        assert einsum_reduce_axes(equation) == axes
+    # Pruning: rows are the 4 x 5 summed entries, columns the 3 output channels.
     view = M.kernel_view((4, 3, 5), M.einsum_reduction_axes("ab,bcd->ac"))
     assert (view.rows, view.cols) == (20, 3)
+    w = _weights((4, 3, 5))
+    for c in range(3):
+        np.testing.assert_array_equal(np.sort(view.to_2d(w)[:, c]), np.sort(w[:, c, :].ravel()))
+    # Quantization: one scale per output channel c, max |w[:, c, :]| / 127 (by hand).
+    scales = keras.ops.convert_to_numpy(weight_scale(w, einsum_reduce_axes("ab,bcd->ac")))
+    np.testing.assert_allclose(scales.reshape(-1), np.abs(w).max(axis=(0, 2)) / 127, rtol=1e-6)
 
 
 def test_block_mask_zeroes_whole_blocks_on_the_2d_view():

@@ -143,6 +143,7 @@ def test_set_dropout_from_zero_and_separate_rates(quiet_classifier):
     model = compiled(quiet_classifier)
     reference = eval_loss(model)
     assert fit_loss(model) == pytest.approx(reference, abs=1e-6)
+    weights_before = [(w.path, tuple(w.shape)) for w in model.weights]
     regularizers.set_dropout(model, hidden=0.3, attention=0.2, classifier=0.5)
     rates = dict(dropout_rates(model))
     assert rates["classifier_dropout"] == 0.5
@@ -153,7 +154,8 @@ def test_set_dropout_from_zero_and_separate_rates(quiet_classifier):
     ]
     assert [layer.dropout for layer in attention] == [0.2, 0.2]
     assert fit_loss(model) != pytest.approx(reference, abs=1e-4)  # layers built at 0 now drop
-    assert len(model.trainable_weights) == 41
+    # Dropout has no weights: the model's variables are the same ones, in the same order.
+    assert [(w.path, tuple(w.shape)) for w in model.weights] == weights_before
 
 
 def test_set_dropout_bad_input(tiny_classifier):
