@@ -162,3 +162,28 @@ def test_metadata_writers_are_collected_before_exit(tiny_classifier, tmp_path):
         gc.enable()
     assert report.metadata
     assert alive == []
+
+
+def test_zipped_vocabulary_and_labels_carry_a_fixed_date(tmp_path):
+    """MediaPipe zips vocab.txt / labels.txt with their file times; fixed, the same model
+    exports to the same bytes at any time (a resumed run's files equal the first run's)."""
+    import io
+    import time
+    import zipfile
+
+    from keras_bertopt.export.metadata import fixed_zip_times
+
+    buffer = io.BytesIO()
+    buffer.write(b"flatbuffer bytes PK\x03\x04 that look like a header")
+    with zipfile.ZipFile(buffer, "a") as archive:
+        for name in ("vocab.txt", "labels.txt"):
+            archive.writestr(zipfile.ZipInfo(name, time.localtime()[:6]), f"{name}\n" * 50)
+    content = buffer.getvalue()
+    fixed = fixed_zip_times(content)
+    assert len(fixed) == len(content) and fixed != content
+    with zipfile.ZipFile(io.BytesIO(fixed)) as archive:
+        assert [i.date_time for i in archive.infolist()] == [(1980, 1, 1, 0, 0, 0)] * 2
+        assert archive.read("labels.txt") == b"labels.txt\n" * 50  # CRC still checks
+        assert archive.testzip() is None
+    assert fixed[:48] == content[:48]
+    assert fixed_zip_times(b"no archive here") == b"no archive here"

@@ -123,6 +123,37 @@ def check_tokenizer(preprocessor: Any, labels: Sequence[str] | None, num_classes
         )
 
 
+#: DOS date of 1980-01-01 (the earliest a zip entry can carry), time 00:00:00.
+_ZIP_DATE, _ZIP_TIME = (0 << 9) | (1 << 5) | 1, 0
+
+
+def fixed_zip_times(content: bytes) -> bytes:
+    """`content` with the modification times of the files zipped at its end (MediaPipe's
+    vocab.txt / labels.txt) set to 1980-01-01, so the same model gives the same bytes.
+
+    Walks the zip's central directory from its end record; a file without one is
+    returned unchanged.
+    """
+    import struct
+
+    end = content.rfind(b"PK\x05\x06")
+    if end < 0 or len(content) < end + 22:
+        return content
+    count, size, offset = struct.unpack_from("<HII", content, end + 10)
+    base = end - size - offset  # where the archive starts (it follows the flatbuffer)
+    out, at = bytearray(content), end - size
+    for _ in range(count):
+        if out[at:at + 4] != b"PK\x01\x02":
+            return content
+        name, extra, comment = struct.unpack_from("<HHH", out, at + 28)
+        (local,) = struct.unpack_from("<I", out, at + 42)
+        struct.pack_into("<HH", out, at + 12, _ZIP_TIME, _ZIP_DATE)
+        if out[base + local:base + local + 4] == b"PK\x03\x04":
+            struct.pack_into("<HH", out, base + local + 10, _ZIP_TIME, _ZIP_DATE)
+        at += 46 + name + extra + comment
+    return bytes(out)
+
+
 def attach_metadata(content: bytes, preprocessor: Any, labels: Sequence[str],
                     names: dict[str, str] | None = None) -> bytes:
     """The file `content` with MediaPipe TextClassifier metadata (vocabulary, labels) embedded.
@@ -160,7 +191,7 @@ def attach_metadata(content: bytes, preprocessor: Any, labels: Sequence[str],
         # MetadataWriter.__del__"). Collect them now, while their temp folder can be removed.
         del writer
         gc.collect()
-    return bytes(with_metadata)
+    return fixed_zip_times(bytes(with_metadata))
 
 
 def mediapipe_labels(path: str, texts: Sequence[str], labels: Sequence[str]) -> list[int]:
