@@ -80,6 +80,8 @@ class StepCheckpoint(keras.callbacks.Callback):
     Attributes:
         step: training steps done (restored from the file).
         epoch_logs: the logs of every finished epoch (restored from the file).
+        extras: JSON-able values saved with each checkpoint (a caller's own
+            progress, such as recorded curve points; restored from the file).
     """
 
     def __init__(self, path: str | os.PathLike[str], every: int = 100) -> None:
@@ -90,13 +92,17 @@ class StepCheckpoint(keras.callbacks.Callback):
         if not path.endswith(".npz"):
             raise ValueError(f"`path` must end in .npz, got {path!r}")
         self.path, self.every = path, every
-        self.step, self.epoch_logs = 0, []
+        self.step, self.epoch_logs, self.extras = 0, [], {}
         self.meta: dict[str, Any] = {}
         if os.path.isfile(path):
             with np.load(path) as saved:
-                self.meta = json.loads(str(saved["meta"]))
-            self.step, self.epoch_logs = self.meta["step"], self.meta["epoch_logs"]
+                self._use_meta(json.loads(str(saved["meta"])))
         self._restored = False
+
+    def _use_meta(self, meta: dict[str, Any]) -> None:
+        self.meta, self.step, self.epoch_logs = meta, meta["step"], meta["epoch_logs"]
+        self.extras.clear()
+        self.extras.update(meta.get("extras", {}))
 
     @property
     def exists(self) -> bool:
@@ -110,7 +116,8 @@ class StepCheckpoint(keras.callbacks.Callback):
         arrays = {f"m{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(weights)}
         arrays.update({f"o{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(slots)})
         self.meta = {"format": FORMAT, "step": self.step, "epoch_logs": self.epoch_logs,
-                     "model": _layout(weights), "optimizer": _layout(slots)}
+                     "extras": self.extras, "model": _layout(weights),
+                     "optimizer": _layout(slots)}
         arrays["meta"] = np.asarray(json.dumps(self.meta))
         with files.atomic_output(self.path) as tmp:
             np.savez(tmp, **arrays)
@@ -141,7 +148,8 @@ class StepCheckpoint(keras.callbacks.Callback):
                     )
                 for i, variable in enumerate(variables):
                     variable.assign(saved[f"{prefix}{i}"])
-        self.meta, self.step, self.epoch_logs = meta, meta["step"], meta["epoch_logs"]
+        if meta != self.meta:  # written after this object read it
+            self._use_meta(meta)
         return True
 
     def remove(self) -> None:
@@ -180,7 +188,7 @@ def history_of(epoch_logs: Sequence[dict[str, float]]) -> dict[str, list[float]]
 
 
 def resumable_fit(model: Any, data: Callable[[], Any], *, epochs: int, steps_per_epoch: int,
-                  checkpoint: StepCheckpoint, callbacks: Sequence[Any] = (),
+                  checkpoint: StepCheckpoint | None, callbacks: Sequence[Any] = (),
                   **fit_kwargs: Any) -> dict[str, list[float]]:
     """`model.fit(data, epochs, steps_per_epoch)` that continues from `checkpoint`.
 
@@ -190,11 +198,15 @@ def resumable_fit(model: Any, data: Callable[[], Any], *, epochs: int, steps_per
     trained on are skipped. An interrupted epoch is finished by a `fit` of its
     remaining steps, then the other epochs run as usual; the callbacks see both
     calls. Returns the history of every epoch (the earlier ones from the
-    checkpoint).
+    checkpoint). `checkpoint=None`: one plain `fit`.
 
     Raises:
         ValueError: the checkpoint is past this training's length.
     """
+    if checkpoint is None:
+        history = model.fit(data(), epochs=epochs, steps_per_epoch=steps_per_epoch,
+                            callbacks=list(callbacks), **fit_kwargs)
+        return {k: [float(v) for v in vs] for k, vs in history.history.items()}
     total = epochs * steps_per_epoch
     done = checkpoint.step
     if done > total:
