@@ -43,7 +43,7 @@ def _np(v):
 
 
 class Recorder(keras.callbacks.Callback):
-    """Snapshots pruned weights and masks after every batch."""
+    """Snapshots pruned weights and masks after every batch (only the optimizer step ran)."""
 
     def __init__(self, pruning):
         super().__init__()
@@ -51,6 +51,9 @@ class Recorder(keras.callbacks.Callback):
         self.records = []
 
     def on_train_batch_end(self, batch, logs=None):
+        self.record()
+
+    def record(self):
         state = get_state(self.model)
         self.records.append(
             (
@@ -61,14 +64,29 @@ class Recorder(keras.callbacks.Callback):
         )
 
 
+class NextStepRecorder(Recorder):
+    """Snapshots what the next step starts from: after the pruning callback evaluated the
+    schedule (before the next batch, and at the end for the last step)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if int(_np(get_state(self.model).step)) > 0:
+            self.record()
+
+    def on_train_end(self, logs=None):
+        self.record()
+
+
 @pytest.mark.slow
 def test_masks_follow_schedule_and_zeros_stay_zero_after_every_step(tiny_classifier, tmp_path):
     model = _compile(tiny_classifier)
     n_weights = len(model.weights)
     schedule = PolynomialSparsity(0.0, 0.6, begin_step=2, end_step=10, power=3, frequency=4)
     pruning = MagnitudePruning(schedule, include=KERNELS)
-    before = Recorder(pruning)  # runs before the pruning callback at each batch end
-    after = Recorder(pruning)
+    before = Recorder(pruning)  # at each batch end: only the optimizer step (and masks) ran
+    after = NextStepRecorder(pruning)
     history = model.fit(_train(12), epochs=1, callbacks=[before, pruning, after], verbose=0)
 
     sizes = [int(np.prod(v.shape)) for v in pruning.variables]

@@ -108,7 +108,8 @@ class _ZerosAfterEveryStep(keras.callbacks.Callback):
         self.snapshots = []
 
     def on_train_batch_end(self, batch, logs=None):
-        # Runs after MagnitudePruning's hook, which synced fit's state into the variables.
+        # MagnitudePruning does no per-batch work: bring fit's state into the variables here.
+        self.model.jax_state_sync()
         weights = [keras.ops.convert_to_numpy(v) for v in self.pruning.variables]
         masks = [keras.ops.convert_to_numpy(m) for m in self.pruning.state.masks]
         pairs = zip(weights, masks, strict=True)

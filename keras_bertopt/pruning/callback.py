@@ -20,18 +20,15 @@ How it is wired (see `masks.py` for the math):
   moments of pruned weights may stay non-zero, but the weight is reset to
   exactly zero after each update, so it never regrows (an existing constraint
   on the variable is kept and applied first).
-* **On the JAX backend** the optimizer update is stateless (``stateless_apply``
-  sees only the trainable and optimizer variables), so a constraint cannot read
-  the mask variables. There the callback applies the masks itself after every
-  training batch: it brings `fit`'s state back into the variables
-  (``model.jax_state_sync()``), multiplies each pruned weight by its mask, and
-  `fit` reads the variables again for the next step. Zeros stay zero after
-  every step as on TensorFlow (with ``steps_per_execution > 1``: after every
-  execution).
-* **Masks change only on schedule steps.** After the ``k``-th training batch
-  (steps count from 1, as tfmot's ``pruning_step``) the callback asks
-  ``schedule(k) -> (should_prune, sparsity)``; when True it recomputes the masks
-  from the current magnitudes (eagerly, NumPy) and zeroes the weights.
+* **On the JAX backend** the optimizer update is stateless and a constraint
+  cannot read the mask variables; there the model's train step is wrapped so the
+  mask multiply runs inside the same compiled step (`masking.py`). Either way
+  there is no per-step Python work: the callback has no ``on_train_batch_end``.
+* **Masks change only on schedule steps.** Before the step after the ``k``-th
+  training batch (steps count from 1, as tfmot's ``pruning_step``; the last step of
+  an epoch at the epoch's end) the callback asks ``schedule(k) -> (should_prune,
+  sparsity)``; when True it recomputes the masks from the current magnitudes (on
+  the device with `device_masks` on JAX, NumPy elsewhere) and zeroes the weights.
 """
 
 from __future__ import annotations
@@ -44,7 +41,16 @@ import numpy as np
 
 from keras_bertopt import _compat
 from keras_bertopt.kernels import einsum_reduce_axes
+from keras_bertopt.pruning import device_masks
 from keras_bertopt.pruning import masks as mask_math
+from keras_bertopt.pruning.masking import (
+    MaskBinding,
+    MaskingCallback,
+    constraints_see_masks,
+    install_masked_step,
+    sync_state,
+    uninstall_masked_step,
+)
 from keras_bertopt.pruning.schedules import PruningSchedule
 from keras_bertopt.selection import TRANSFORMER_KERNELS, Pattern, select_variables, variable_path
 
@@ -137,7 +143,8 @@ class PruningState(keras.layers.Layer):
         if not (len(self.variable_paths) == len(self.shapes) == len(self.dtypes)):
             raise ValueError("`variable_paths`, `shapes` and `dtypes` must have the same length")
         self.step = self.add_weight(
-            shape=(), dtype="int64", initializer="zeros", trainable=False, name="pruning_step"
+            shape=(), dtype="int64", initializer="zeros", trainable=False, name="pruning_step",
+            aggregation="only_first_replica",  # counted inside the (replicated) train step
         )
         masks = [
             self.add_weight(
@@ -186,6 +193,7 @@ def detach_state(model: Any) -> None:
         return
     _compat.untrack(model, state)
     object.__delattr__(model, STATE_ATTR)
+    uninstall_masked_step(model, STATE_ATTR)
 
 
 def _reduction_axes_by_variable(model: Any) -> dict[int, tuple[int, ...]]:
@@ -244,7 +252,7 @@ def _parse_pattern(
 
 
 @keras.saving.register_keras_serializable(package="keras_bertopt")
-class MagnitudePruning(keras.callbacks.Callback):
+class MagnitudePruning(MaskingCallback):
     """Prune the smallest-magnitude weights of a model during `fit`.
 
     Args:
@@ -330,10 +338,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         self._variables: list[Any] = []
         self._views: list[mask_math.KernelView] = []
         self._state: PruningState | None = None
-        self._step: int | None = None
-        self._last_batch = -1
         self._sparsity: float | None = None
-        self._masks_in_optimizer = True
 
     # -- schedule ---------------------------------------------------------
     def _evaluate(self, step: int) -> tuple[bool, float]:
@@ -360,10 +365,6 @@ class MagnitudePruning(keras.callbacks.Callback):
     @property
     def state(self) -> PruningState | None:
         return self._state
-
-    def set_model(self, model: Any) -> None:
-        super().set_model(model)
-        self._prepare(model)
 
     def _prepare(self, model: Any) -> None:
         variables = select_variables(model, self.include, self.exclude, argument="include")
@@ -394,100 +395,70 @@ class MagnitudePruning(keras.callbacks.Callback):
             with scope:
                 state = PruningState(paths, shapes, [str(v.dtype) for v in variables])
             _attach_state(model, state)
-            changed = True  # new variables in the model's state: retrace the train step
-        else:
-            changed = False
-        self._masks_in_optimizer = _constraints_see_masks()
+        in_step = constraints_see_masks()
         for v, mask in zip(variables, state.masks, strict=True):
             current = v.constraint
-            in_place = isinstance(current, MaskConstraint) and current.mask is mask
-            if in_place and self._masks_in_optimizer:
+            if isinstance(current, MaskConstraint) and current.mask is mask and in_step:
                 continue
             inner = current.inner if isinstance(current, MaskConstraint) else current
-            if inner is current and not self._masks_in_optimizer:
-                continue  # JAX: the callback masks; no constraint to remove
-            v.constraint = MaskConstraint(mask, inner=inner) if self._masks_in_optimizer else inner
-            changed = True
-        if changed and getattr(model, "train_function", None) is not None:
-            # A train step traced before the constraints existed would not apply them.
-            model.train_function = None
+            # JAX: the wrapped train step masks, no constraint (it could not read the mask).
+            v.constraint = MaskConstraint(mask, inner=inner) if in_step else inner
         self._variables, self._views, self._state = variables, views, state
+        install_masked_step(model, STATE_ATTR, self._bindings(), state.step)
 
-    # -- training hooks ----------------------------------------------------
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        if self._state is None:
-            self._prepare(self.model)
-        # Read the step (and enforce the masks) at the first batch, after every
-        # callback's on_train_begin ran (BackupAndRestore may restore them).
-        self._step = None
+    # -- MaskingCallback hooks ----------------------------------------------
+    def _bindings(self) -> list[MaskBinding]:
+        return [MaskBinding(v, m) for v, m in zip(self._variables, self._state.masks, strict=True)]
 
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._last_batch = -1
+    def _step_variable(self) -> Any:
+        return None if self._state is None else self._state.step
 
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        if self._step is None:
-            self._step = int(_to_numpy(self._state.step))
-            for v, mask in zip(self._variables, self._state.masks, strict=True):
-                v.assign(v * mask)
+    def _due(self, step: int) -> float | None:
+        should, sparsity = self._evaluate(step)
+        return sparsity if should else None
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if not self._masks_in_optimizer:
-            _sync_jax_state(self.model)
-        if self._step is None:  # on_train_batch_begin was not called (custom loops)
-            self.on_train_batch_begin(batch)
-        done = batch - self._last_batch if batch > self._last_batch else 1
-        self._last_batch = batch
-        target = None
-        for _ in range(done):
-            self._step += 1
-            should, sparsity = self._evaluate(self._step)
-            if should:
-                target = sparsity
-        self._state.step.assign(self._step)
-        if target is not None:
-            self.update_masks(target)
-        elif not self._masks_in_optimizer:
-            for v, mask in zip(self._variables, self._state.masks, strict=True):
-                v.assign(v * mask)
+    def _update(self, updates: list[float]) -> None:
+        self.update_masks(updates[-1])
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
         if logs is not None:
             logs["sparsity"] = self.current_sparsity()
 
     # -- masks -------------------------------------------------------------
     def compute_masks(self, sparsity: float) -> list[np.ndarray]:
         """Masks for the current weights at `sparsity` (does not assign them)."""
-        weights = [_to_numpy(v) for v in self._variables]
+        return [_to_numpy(m) for m in self._masks_for(sparsity)]
+
+    def _masks_for(self, sparsity: float) -> list[Any]:
+        """New masks as arrays of the backend (JAX: computed on the device)."""
+        on_device = keras.backend.backend() == "jax"
+        math = device_masks if on_device else mask_math
+        weights = [v.value if on_device else _to_numpy(v) for v in self._variables]
         if sparsity <= 0.0:
-            return [np.ones(w.shape, dtype=w.dtype) for w in weights]
+            return [keras.ops.ones(w.shape, dtype=w.dtype) for w in weights]
         if self.pattern == "n:m":
             n, m = self.n_m
-            return [
-                mask_math.n_m_mask(w, n, m, view)
-                for w, view in zip(weights, self._views, strict=True)
-            ]
+            return [math.n_m_mask(w, n, m, view)
+                    for w, view in zip(weights, self._views, strict=True)]
         block = self.block_shape if self.pattern == "block" else None
         if self.scope == "global":
-            return mask_math.global_masks(weights, sparsity, block, self._views)
+            return math.global_masks(weights, sparsity, block, self._views)
         if block is None:
-            return [mask_math.magnitude_mask(w, sparsity) for w in weights]
-        return [
-            mask_math.block_mask(w, sparsity, block, view)
-            for w, view in zip(weights, self._views, strict=True)
-        ]
+            return [math.magnitude_mask(w, sparsity) for w in weights]
+        return [math.block_mask(w, sparsity, block, view)
+                for w, view in zip(weights, self._views, strict=True)]
 
     def update_masks(self, sparsity: float) -> None:
         """Recompute the masks at `sparsity` from the current magnitudes and zero the weights."""
         if self._state is None:
             raise ValueError("`update_masks` needs a model: call `set_model(model)` first")
-        new_masks = self.compute_masks(sparsity)
-        zeros = total = 0
-        for v, mask_var, mask in zip(self._variables, self._state.masks, new_masks, strict=True):
+        sync_state(self.model)
+        for v, mask_var, mask in zip(self._variables, self._state.masks,
+                                     self._masks_for(sparsity), strict=True):
             mask_var.assign(mask)
-            v.assign(v * mask_var)
-            zeros += int(mask.size - np.count_nonzero(mask))
-            total += int(mask.size)
-        self._sparsity = zeros / max(total, 1)
+            v.assign(v.value * mask_var.value)
+        self._sparsity = None  # read from the masks when asked
 
     def current_sparsity(self) -> float:
         """Fraction of pruned weights among the selected variables (from the masks)."""
@@ -533,24 +504,3 @@ def _pattern_config(pattern: Pattern) -> Any:
     if hasattr(pattern, "pattern"):
         return pattern.pattern
     return [p.pattern if hasattr(p, "pattern") else p for p in pattern]
-
-
-def _constraints_see_masks() -> bool:
-    """Whether a variable constraint can read the mask variables inside the train step.
-
-    False on JAX, whose optimizer update runs in a stateless scope holding only the
-    trainable and optimizer variables (the masks are non-trainable model variables).
-    """
-    return keras.backend.backend() != "jax"
-
-
-def _sync_jax_state(model: Any) -> None:
-    """Bring JAX `fit`'s state back into the model's variables.
-
-    Between steps the JAX trainer keeps the weights outside the variables; after this,
-    the variables can be read and assigned, and the next step reads them again.
-    """
-    sync = getattr(model, "jax_state_sync", None)
-    if sync is not None:
-        sync()
-

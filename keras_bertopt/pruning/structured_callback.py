@@ -15,7 +15,9 @@ How it is wired (the scores are `importance.py`'s, the removal `structure.py`'s)
   `keras.callbacks.BackupAndRestore` checkpoints.
 * **Masked weights stay zero.** Each touched variable gets a
   `UnitMaskConstraint` (``w * mask`` broadcast along the unit axis), which Keras
-  optimizers apply after every update inside the compiled train step.
+  optimizers apply after every update inside the compiled train step; on JAX the
+  train step itself is wrapped to apply the masks (`masking.py`). There is no
+  per-step Python work: the callback has no ``on_train_batch_end``.
 * **On schedule steps** (``schedule(step) -> (should_prune, fraction)``, steps
   counted from 1 as in `MagnitudePruning`) the callback scores the units and
   masks the lowest-scoring ``floor(fraction * n)`` of every layer. Masks only
@@ -29,7 +31,16 @@ from typing import Any, Callable, Mapping, Sequence
 import keras
 import numpy as np
 
+from keras_bertopt import _compat
 from keras_bertopt.pruning.importance import METHODS, encoder_parts, importance_scores
+from keras_bertopt.pruning.masking import (
+    MaskBinding,
+    MaskingCallback,
+    constraints_see_masks,
+    enforce,
+    install_masked_step,
+    sync_state,
+)
 from keras_bertopt.pruning.schedules import PruningSchedule
 from keras_bertopt.pruning.structure import prune_structure
 
@@ -92,7 +103,8 @@ class StructureState(keras.layers.Layer):
         self.num_heads = [int(h) for h in num_heads]
         self.intermediate_dim = [int(n) for n in intermediate_dim]
         self.step = self.add_weight(shape=(), dtype="int64", initializer="zeros",
-                                    trainable=False, name="structure_step")
+                                    trainable=False, name="structure_step",
+                                    aggregation="only_first_replica")
         heads = [self.add_weight(shape=(h,), initializer="ones", trainable=False,
                                  name=f"head_mask_{i}") for i, h in enumerate(self.num_heads)]
         neurons = [self.add_weight(shape=(n,), initializer="ones", trainable=False,
@@ -119,15 +131,8 @@ def get_structure_state(model: Any) -> StructureState | None:
 
 
 def _attach(model: Any, state: StructureState) -> None:
-    tracker = getattr(model, "_tracker", None)
-    relock = tracker is not None and getattr(tracker, "locked", False)
-    if relock:
-        tracker.unlock()
-    try:
+    with _compat.unlocked_tracker(model):
         setattr(model, STATE_ATTR, state)
-    finally:
-        if relock:
-            tracker.lock()
 
 
 def _masked_variables(parts: Any) -> dict[str, list[tuple[Any, int]]]:
@@ -184,7 +189,7 @@ def _check_schedule(schedule: Any) -> dict[str, Callable]:
 
 
 @keras.saving.register_keras_serializable(package="keras_bertopt")
-class StructuredPruning(keras.callbacks.Callback):
+class StructuredPruning(MaskingCallback):
     """Mask the lowest-scoring attention heads and feed-forward neurons during `fit`.
 
     Args:
@@ -228,8 +233,6 @@ class StructuredPruning(keras.callbacks.Callback):
             self._evaluate(target, 1)
         self._state: StructureState | None = None
         self._parts: list[Any] = []
-        self._step: int | None = None
-        self._last_batch = -1
 
     def _evaluate(self, target: str, step: int) -> tuple[bool, float]:
         try:
@@ -246,10 +249,6 @@ class StructuredPruning(keras.callbacks.Callback):
     def state(self) -> StructureState | None:
         return self._state
 
-    def set_model(self, model: Any) -> None:
-        super().set_model(model)
-        self._prepare(model)
-
     def _prepare(self, model: Any) -> None:
         parts = encoder_parts(model)
         heads = [p.num_heads for p in parts]
@@ -265,57 +264,43 @@ class StructuredPruning(keras.callbacks.Callback):
             else:
                 state = StructureState(heads, widths)
             _attach(model, state)
-        changed = False
-        for i, p in enumerate(parts):
-            for target, pairs in _masked_variables(p).items():
-                mask = state.masks(target)[i]
-                for variable, axis in pairs:
-                    current = variable.constraint
-                    if isinstance(current, UnitMaskConstraint) and current.mask is mask:
-                        continue
-                    variable.constraint = UnitMaskConstraint(mask, axis, inner=current)
-                    changed = True
-        if changed and getattr(model, "train_function", None) is not None:
-            model.train_function = None  # retrace with the constraints
         self._state, self._parts = state, parts
+        in_step = constraints_see_masks()
+        for b in self._bindings():
+            current = b.variable.constraint
+            if isinstance(current, UnitMaskConstraint) and current.mask is b.mask:
+                continue
+            if in_step:
+                b.variable.constraint = UnitMaskConstraint(b.mask, b.axis, inner=current)
+        install_masked_step(model, STATE_ATTR, self._bindings(), state.step)
 
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        if self._state is None:
-            self._prepare(self.model)
-        self._step = None  # read at the first batch, after BackupAndRestore ran
+    # -- MaskingCallback hooks ----------------------------------------------
+    def _bindings(self) -> list[MaskBinding]:
+        return [MaskBinding(variable, self._state.masks(target)[i], axis)
+                for i, p in enumerate(self._parts)
+                for target, pairs in _masked_variables(p).items()
+                for variable, axis in pairs]
 
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._last_batch = -1
+    def _step_variable(self) -> Any:
+        return None if self._state is None else self._state.step
 
-    def _enforce(self) -> None:
-        for p in self._parts:
-            for pairs in _masked_variables(p).values():
-                for variable, _ in pairs:
-                    variable.assign(variable.constraint(variable))
+    def _due(self, step: int) -> dict[str, float] | None:
+        due = {}
+        for target in self.schedules:
+            should, fraction = self._evaluate(target, step)
+            if should:
+                due[target] = fraction
+        return due or None
 
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        if self._step is None:
-            self._step = int(_to_numpy(self._state.step))
-            self._enforce()
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self._step is None:
-            self.on_train_batch_begin(batch)
-        done = batch - self._last_batch if batch > self._last_batch else 1
-        self._last_batch = batch
+    def _update(self, updates: list[dict[str, float]]) -> None:
         targets: dict[str, float] = {}
-        for _ in range(done):
-            self._step += 1
-            for target in self.schedules:
-                should, fraction = self._evaluate(target, self._step)
-                if should:
-                    targets[target] = fraction
-        self._state.step.assign(self._step)
-        if targets:
-            self.update_masks(targets)
+        for due in updates:
+            targets.update(due)
+        self.update_masks(targets)
 
     def update_masks(self, fractions: Mapping[str, float]) -> None:
         """Mask the lowest-scoring ``floor(fraction * n)`` units of each layer per target."""
+        sync_state(self.model)
         scores = importance_scores(self.model, self.importance, data=self.data,
                                    batches=self.batches)
         per_target = {"heads": scores.heads, "intermediate": scores.intermediate}
@@ -329,9 +314,10 @@ class StructuredPruning(keras.callbacks.Callback):
                 new = np.ones(n, dtype=mask.dtype)
                 new[np.argsort(s, kind="stable")[:count]] = 0
                 mask_var.assign(new)
-        self._enforce()
+        enforce(self._bindings())
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
         if logs is not None and self._state is not None:
             for target in TARGETS:
                 masks = [_to_numpy(m) for m in self._state.masks(target)]
