@@ -9,6 +9,11 @@ import os
 
 os.environ["KERAS_BACKEND"] = "jax"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Four virtual CPU devices for the `keras.distribution.DataParallel` tests (set before JAX
+# starts; computations without a distribution still run on the first device).
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_force_host_platform_device_count=4").strip()
 
 # The same network guards as tests/ (see tests/_offline.py).
 _spec = importlib.util.spec_from_file_location(

@@ -22,6 +22,7 @@ it adds for keras-hub BERT tasks (see the README, "Distillation"):
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import keras
@@ -132,10 +133,14 @@ def _autotune() -> Any:
     return tf.data.AUTOTUNE
 
 
-def _unpack(data: Any) -> tuple[Any, Any, Any]:
-    import tensorflow as tf
+def _is_tf_dataset(x: Any) -> bool:
+    """Whether `x` is a `tf.data.Dataset` (without importing TensorFlow when absent)."""
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(x, tf.data.Dataset)
 
-    if isinstance(data, tf.data.Dataset):
+
+def _unpack(data: Any) -> tuple[Any, Any, Any]:
+    if _is_tf_dataset(data):
         return data, None, None
     return keras.utils.unpack_x_y_sample_weight(tuple(data))
 
@@ -301,8 +306,21 @@ class Distiller(keras.distillation.Distiller):
     def _pipeline(
         self, x: Any, y: Any = None, sample_weight: Any = None, batch_size: Any = None
     ) -> Any:
-        import tensorflow as tf
+        """A tf.data pipeline running the student's preprocessor, or None when not needed.
 
+        A student without preprocessor (token ids in) takes arrays through Keras's own
+        data adapters: no TensorFlow needed, as on a JAX-only accelerator machine.
+        """
+        if self.preprocessor is None and not _is_tf_dataset(x):
+            return None
+        try:
+            import tensorflow as tf
+        except ImportError:
+            raise ImportError(
+                "Distiller runs the student's preprocessor (raw text in) in a tf.data "
+                "pipeline, which needs TensorFlow: `pip install tensorflow-cpu`; or give the "
+                "student `preprocessor=None` and pass its token ids as arrays"
+            ) from None
         # Not through autograph: it converted the preprocessor's call into a wrong-arity
         # function in some runs ("tf__preprocessor() takes from -1 to 1 positional
         # arguments"); keras-hub preprocessors are graph-safe as they are.
@@ -323,12 +341,17 @@ class Distiller(keras.distillation.Distiller):
         **kwargs: Any,
     ) -> Any:
         """`keras.Model.fit` on raw text: ``(texts, labels)`` batches or ``(texts, (labels,
-        teacher_logits))`` from `cache_teacher_logits`; `validation_data` likewise."""
+        teacher_logits))`` from `cache_teacher_logits`; `validation_data` likewise. A
+        student without preprocessor takes token-id arrays as `keras.Model.fit` does."""
         if kwargs.get("validation_split"):
             raise ValueError("`validation_split` is not supported: pass `validation_data`")
         data = self._pipeline(x, y, sample_weight, batch_size)
         if validation_data is not None:
-            validation_data = self._pipeline(*_unpack(validation_data), batch_size)
+            val = self._pipeline(*_unpack(validation_data), batch_size)
+            validation_data = validation_data if val is None else val
+        if data is None:
+            return super().fit(x, y, batch_size=batch_size, sample_weight=sample_weight,
+                               validation_data=validation_data, **kwargs)
         return super().fit(data, validation_data=validation_data, **kwargs)
 
     def evaluate(
@@ -349,11 +372,18 @@ class Distiller(keras.distillation.Distiller):
                 _use_cached_eval_dataset=True,
                 **kwargs,
             )
-        return super().evaluate(self._pipeline(x, y, sample_weight, batch_size), **kwargs)
+        data = self._pipeline(x, y, sample_weight, batch_size)
+        if data is None:
+            return super().evaluate(x, y, batch_size=batch_size, sample_weight=sample_weight,
+                                    **kwargs)
+        return super().evaluate(data, **kwargs)
 
     def predict(self, x: Any = None, batch_size: Any = None, **kwargs: Any) -> Any:
-        """The student's logits for raw text."""
-        return super().predict(self._pipeline(x, None, None, batch_size), **kwargs)
+        """The student's logits for raw text (token-id arrays without a preprocessor)."""
+        data = self._pipeline(x, None, None, batch_size)
+        if data is None:
+            return super().predict(x, batch_size=batch_size, **kwargs)
+        return super().predict(data, **kwargs)
 
     # -- forward ---------------------------------------------------------------
     def call(self, inputs: Any, training: Any = None) -> Any:
