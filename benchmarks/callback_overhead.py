@@ -16,7 +16,7 @@ train step; the first round of each variant (tracing) is not counted. The
 whole-epoch wall time (including ValidationMetrics' prediction pass at epoch
 end, which is not step time) is reported as well.
 
-Target (issue 5 / DESIGN.md): step-time ratio <= 1.05 for both variants vs plain,
+Target (issue 5): step-time ratio <= 1.05 for both variants vs plain,
 judged on the paired ratio (each round's median step time over plain's median in
 the same round, then the median over rounds); pooled medians and means are
 reported too.

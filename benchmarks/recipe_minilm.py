@@ -5,7 +5,7 @@ Fine-tune 160 steps -> prune to 80% unstructured (100 steps, polynomial to step 
 float32 / dynamic-range, QAT int8 -> all 872 SST-2 dev sentences. Batch 32,
 sequence length 64 (see the YAML; OVERRIDES below). Budget: about 20-30 minutes
 on the shared 2-core machine. (quantization.py compares QAT with post-training
-int8; this run does not repeat that calibration.) It gives the DESIGN.md
+int8; this run does not repeat that calibration.) It gives the target
 numbers no single-component benchmark measures: "80% sparse + int8, gzip size
 vs float32 TFLite gzip" and the float32-TFLite-vs-Keras label agreement on the
 whole dev set.

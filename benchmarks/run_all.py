@@ -1,4 +1,4 @@
-"""Run the benchmark suite and write benchmarks/results/summary.md against DESIGN.md's targets.
+"""Run the benchmark suite and write benchmarks/results/summary.md against its targets (set here).
 
     python benchmarks/run_all.py --quick      # smoke runs of every benchmark, < 10 min
     python benchmarks/run_all.py              # the real runs (MiniLM + SST-2), ~1.5-2 hours
@@ -360,9 +360,9 @@ def render_summary(rows: list[Row], used: dict[str, Any], runs: dict[str, Any] |
         "",
         f"Generated {now} by `python benchmarks/run_all.py` on {info['cpu_count']} cores; "
         f"TensorFlow {info['tensorflow_version']}, Keras {info['keras_version']}, keras-hub "
-        f"{info['keras_hub_version']}. Targets from DESIGN.md. Each number comes from the JSON "
-        "file named in the last column (benchmarks/results/<name>.json), where its budget, "
-        "settings and raw measurements are.",
+        f"{info['keras_hub_version']}. Targets as set in benchmarks/run_all.py. Each number "
+        "comes from the JSON file named in the last column (benchmarks/results/<name>.json), "
+        "where its budget, settings and raw measurements are.",
         "",
         "| what | measured | target | status | source |",
         "| --- | --- | --- | --- | --- |",

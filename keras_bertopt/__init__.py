@@ -41,23 +41,25 @@ _SUBMODULES = (
     "quantization",
     "recipe",
     "regularizers",
-    "report",
     "schedules",
     "selection",
     "text_files",
     "texts",
 )
 
-__all__ = list(_SUBMODULES) + ["__version__"]
+#: Modules that moved, under the name they had: `keras_bertopt.report` is the recipe's report.
+_MOVED = {"report": "keras_bertopt.recipe.report"}
+
+__all__ = list(_SUBMODULES) + list(_MOVED) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        module = importlib.import_module(f"{__name__}.{name}")
+    if name in _SUBMODULES or name in _MOVED:
+        module = importlib.import_module(_MOVED.get(name, f"{__name__}.{name}"))
         globals()[name] = module
         return module
     raise AttributeError(f"module 'keras_bertopt' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SUBMODULES))
+    return sorted(set(globals()) | set(_SUBMODULES) | set(_MOVED))

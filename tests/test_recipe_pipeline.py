@@ -255,3 +255,37 @@ def test_evaluate_finds_a_recipe_files_stage_in_state_json(tmp_path, tiny_classi
     texts, labels = demo_examples("validation")
     expected = label_metrics(labels[:16], keras_labels(tiny_classifier, texts[:16]), 2)
     assert metrics["accuracy"] == pytest.approx(expected["accuracy"])
+
+
+# ----------------------------------------------------------------------------- packaging
+
+
+def test_the_version_is_written_once():
+    import tomllib
+
+    import keras_bertopt
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "keras_bertopt.__version__"}
+    assert not os.path.exists(os.path.join(REPO, "setup.py"))
+    assert keras_bertopt.__version__.count(".") == 2
+    assert project["project"]["scripts"]["keras-bertopt"] == "keras_bertopt.cli:main"
+
+
+def test_no_file_cites_a_design_document_the_repository_lacks():
+    if os.path.exists(os.path.join(REPO, "DESIGN.md")):
+        return
+    cited = []
+    for top in ("keras_bertopt", "benchmarks", "examples", "pyproject.toml"):
+        base = os.path.join(REPO, top)
+        paths = [base] if os.path.isfile(base) else [
+            os.path.join(d, n) for d, _, names in os.walk(base) for n in names
+            if n.endswith((".py", ".yaml", ".toml")) and "results" not in d]
+        for path in paths:
+            with open(path, encoding="utf-8") as f:
+                if "DESIGN.md" in f.read():
+                    cited.append(os.path.relpath(path, REPO))
+    assert not cited, f"cite DESIGN.md, which is not in the repository: {cited}"

@@ -27,7 +27,8 @@ section, ``run(ctx)``, ``check(config)``), `registry` (the stages in order, thei
 seeds), `config` (`RecipeConfig`, made from the registry), `errors` (dotted-key
 messages), `loader` (files, mappings, ``--set``), `state` (``state.json``),
 `context` (what a stage may use), `datasets`, `training` (the shared training
-sequence), `measure` (new model, measured length and batch size) and `runner`.
+sequence), `measure` (new model, measured length and batch size), `runner` and
+`report` (``report.json`` / ``.md`` / ``.png``; also `keras_bertopt.report`).
 Names load lazily: importing this package imports no TensorFlow.
 """
 

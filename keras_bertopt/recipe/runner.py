@@ -116,7 +116,7 @@ class Run:
 
     def run(self) -> dict[str, Any]:
         """Run (or resume) every enabled stage, write the report; return the report dict."""
-        from keras_bertopt import report
+        from keras_bertopt.recipe import report
 
         self.state = open_run(self.paths.root, self.config)
         if self.state.batch_size is not None:

@@ -111,7 +111,7 @@ def metadata_arguments(model: Any, metadata: bool | None, labels: list[str],
 def export_model(model: Any, path: str, mode: str, **kwargs: Any) -> Any:
     """`to_tflite(model, path, quantization=mode, **kwargs)`, logged in one line; the report."""
     from keras_bertopt import export
-    from keras_bertopt.report import format_number
+    from keras_bertopt.recipe.report import format_number
 
     report = export.to_tflite(model, path, quantization=mode, **kwargs)
     log.info(

@@ -13,7 +13,7 @@ Example:
 ```python
 import json
 state = json.load(open("runs/demo/state.json"))
-keras_bertopt.report.write_report("runs/demo", state)
+keras_bertopt.recipe.report.write_report("runs/demo", state)
 ```
 """
 
