@@ -153,3 +153,44 @@ def load_custom_objects_on_demand(loader: Any) -> None:
         current.loader = loader
         return
     object_registration.GLOBAL_CUSTOM_OBJECTS = _LazyCustomObjects(current, loader)
+
+
+def _private(obj: Any, name: str) -> Any:
+    """`obj.<name>`, or an error saying that this Keras moved it (so this module needs work)."""
+    value = getattr(obj, name, None)
+    if value is None:
+        import keras
+
+        raise AttributeError(
+            f"{type(obj).__name__}.{name} is not there in Keras {keras.__version__}; "
+            "keras_bertopt._compat reads it and needs updating for this version")
+    return value
+
+
+def optimizer_variable_key(optimizer: Any, variable: Any) -> Any:
+    """The key a Keras optimizer files `variable` under (``_var_key``): the same for a model
+    variable and the backend value `update_step` receives, which no public API maps."""
+    return _private(optimizer, "_var_key")(variable)
+
+
+def uses_weight_decay(optimizer: Any, variable: Any) -> bool:
+    """Whether the optimizer decays `variable` after its exclusion rules
+    (``_use_weight_decay``; `exclude_from_weight_decay` only sets the rules)."""
+    return bool(_private(optimizer, "_use_weight_decay")(variable))
+
+
+#: Private `keras.optimizers.Optimizer` methods `keras_bertopt.optimizers` overrides: the
+#: learning rate under gradient accumulation, and weight decay applied per variable.
+OPTIMIZER_OVERRIDES = ("_get_current_learning_rate", "_apply_weight_decay")
+
+
+def check_overrides(base: type, names: tuple[str, ...]) -> None:
+    """Raise (at import of the overriding module) when Keras no longer has the private
+    methods a subclass overrides, instead of silently never calling the override."""
+    missing = [name for name in names if not callable(getattr(base, name, None))]
+    if missing:
+        import keras
+
+        raise ImportError(
+            f"{base.__name__} has no {', '.join(missing)} in Keras {keras.__version__}; "
+            "keras_bertopt overrides them (see keras_bertopt._compat) and needs updating")

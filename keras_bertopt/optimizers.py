@@ -53,7 +53,13 @@ import keras
 from keras import ops
 
 from keras_bertopt import schedules
-from keras_bertopt._compat import learning_rate_schedule
+from keras_bertopt._compat import (
+    OPTIMIZER_OVERRIDES,
+    check_overrides,
+    learning_rate_schedule,
+    optimizer_variable_key,
+    uses_weight_decay,
+)
 from keras_bertopt.selection import (
     EMBEDDING_PARTS,
     EMBEDDINGS,
@@ -156,6 +162,9 @@ class _Untracked:
 
     def __init__(self, **values: Any) -> None:
         self.__dict__.update(values)
+
+
+check_overrides(keras.optimizers.Optimizer, OPTIMIZER_OVERRIDES)
 
 
 class _PathRules:
@@ -271,14 +280,14 @@ class _PathRules:
         super().build(var_list)
         self._multiplier_by_path = multipliers
         self._multiplier_by_key = {
-            self._var_key(v): multipliers[variable_path(v)] for v in var_list
+            optimizer_variable_key(self, v): multipliers[variable_path(v)] for v in var_list
         }
 
     def learning_rate_multiplier(self, variable: Any) -> float:
         """The multiplier of `variable` (a model variable, its path, or the backend variable)."""
         if isinstance(variable, str):
             return self._multiplier_by_path.get(variable, 1.0)
-        return self._multiplier_by_key.get(self._var_key(variable), 1.0)
+        return self._multiplier_by_key.get(optimizer_variable_key(self, variable), 1.0)
 
     @property
     def learning_rate_multipliers(self) -> dict[str, float]:
@@ -289,7 +298,7 @@ class _PathRules:
         """Paths of `variables` that weight decay applies to (after the optimizer is built)."""
         if not self.weight_decay:
             return []
-        return [variable_path(v) for v in variables if self._use_weight_decay(v)]
+        return [variable_path(v) for v in variables if uses_weight_decay(self, v)]
 
     # -- the update -----------------------------------------------------------------
 
@@ -298,7 +307,7 @@ class _PathRules:
         lr = ops.cast(learning_rate, variable.dtype)
         if multiplier != 1.0:
             lr = ops.multiply(lr, multiplier)
-        if self.weight_decay and self._use_weight_decay(variable):
+        if self.weight_decay and uses_weight_decay(self, variable):
             wd = ops.cast(self.weight_decay, variable.dtype)
             if self._coupled_weight_decay:
                 gradient = ops.add(
