@@ -227,9 +227,18 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit status: 0 ok, 2 bad arguments/config, 1 failure.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_recipe_commands(sub)
+    _add_file_commands(sub)
 
+    from keras_bertopt import cli_predict
+
+    cli_predict.add_parser(sub)
+    return parser
+
+
+def _add_recipe_commands(sub: Any) -> None:
+    """``demo`` and ``run``."""
     common = console.add_arguments
-
     p = sub.add_parser(
         "demo", help="run the whole recipe on the built-in tiny model and data (offline)",
         description="Fine-tune -> prune (50%%) -> QAT -> export TFLite (float32, dynamic, int8, "
@@ -255,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_run)
 
+
+def _add_file_commands(sub: Any) -> None:
+    """``export`` and ``evaluate``."""
+    common = console.add_arguments
     p = sub.add_parser(
         "export", help="turn a saved .keras classifier into a TFLite file",
         description="Export a .keras BERT classifier (with its preprocessor) to TFLite, verify "
@@ -297,11 +310,6 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p)
     common(p)
     p.set_defaults(func=cmd_evaluate)
-
-    from keras_bertopt import cli_predict
-
-    cli_predict.add_parser(sub)
-    return parser
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:

@@ -176,7 +176,7 @@ def test_demo_runs_every_stage_and_reports(demo_run, capsys):
 
     # Re-running into the finished directory trains nothing and exits 0.
     capsys.readouterr()
-    assert cli.main(["demo", "--output", out, "--quiet"]) == 0
+    assert cli.main(["demo", "--output", out]) == 0  # not --quiet: it hides the stage lines
     assert capsys.readouterr().out.count("already completed") == 5
 
 

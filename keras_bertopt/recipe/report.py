@@ -190,68 +190,13 @@ def render_png(report: Mapping[str, Any], path: str) -> None:
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
     names = panels(report)
     fig, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 5))
-    ax_size, ax_curve = axes[0], axes[1]
     split = report["splits"][0] if report["splits"] else None
-    points = []
-    for item in report["models"]:
-        points.append((f"{item['stage']} (keras)", item, "o"))
-    for item in report["exports"]:
-        points.append((f"{item['stage']} tflite {item['quantization']}", item, "s"))
     cmap = plt.get_cmap("tab10")
-    plotted = 0
-    for i, (label, item, marker) in enumerate(points):
-        accuracy = item.get("metrics", {}).get(split, {}).get("accuracy") if split else None
-        if accuracy is None or not item.get("size_bytes"):
-            continue
-        color = cmap(i % 10)
-        ax_size.scatter(item["size_bytes"] / 1e6, accuracy, marker=marker, color=color,
-                        s=60, label=label)
-        if item.get("gzip_bytes"):
-            ax_size.scatter(item["gzip_bytes"] / 1e6, accuracy, marker=marker, s=60,
-                            facecolors="none", edgecolors=color)
-        plotted += 1
-    ax_size.set_xscale("log")
-    ax_size.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax_size.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
-    ax_size.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax_size.set_xlabel("model size (MB, log scale; hollow = gzip)")
-    ax_size.set_ylabel(f"{split} accuracy" if split else "accuracy")
-    ax_size.set_title("Accuracy vs model size, every stage and export mode")
-    ax_size.grid(True, alpha=0.3)
-    if plotted:
-        ax_size.legend(fontsize=7, loc="best")
-    else:
-        ax_size.text(0.5, 0.5, "no evaluation yet", ha="center", transform=ax_size.transAxes)
-
-    offset = 0
-    curves = report["curves"]
-    stages = []
-    for point in curves:
-        if point["stage"] not in stages:
-            stages.append(point["stage"])
-    ax_acc = ax_curve.twinx()
-    for i, stage in enumerate(stages):
-        pts = [p for p in curves if p["stage"] == stage]
-        steps = [offset + p["step"] for p in pts]
-        color = cmap(i % 10)
-        ax_curve.plot(steps, [p.get("loss") for p in pts], color=color, label=f"{stage} loss")
-        if any("accuracy" in p for p in pts):
-            ax_acc.plot(steps, [p.get("accuracy") for p in pts], color=color, linestyle="--",
-                        label=f"{stage} accuracy")
-        if offset:
-            ax_curve.axvline(offset, color="gray", linewidth=0.8)
-        offset = max(steps) if steps else offset
-    ax_curve.set_xlabel("training step (all stages)")
-    ax_curve.set_ylabel("training loss (solid)")
-    ax_acc.set_ylabel("training accuracy (dashed)")
-    ax_curve.set_title("Training curves (Keras running means, reset each epoch)")
-    ax_curve.grid(True, alpha=0.3)
-    if stages:
-        ax_curve.legend(fontsize=7, loc="upper right")
+    _size_panel(axes[0], report, split, cmap)
+    _curves_panel(axes[1], report["curves"], cmap)
     if "latency" in names:
         _latency_panel(axes[names.index("latency")], report, split, cmap)
     if "importance" in names:
@@ -259,6 +204,64 @@ def render_png(report: Mapping[str, Any], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _size_panel(ax: Any, report: Mapping[str, Any], split: str | None, cmap: Any) -> None:
+    """Accuracy against file size (filled) and gzip size (hollow), log scale."""
+    import matplotlib.ticker
+
+    points = [(f"{item['stage']} (keras)", item, "o") for item in report["models"]]
+    points += [(f"{item['stage']} tflite {item['quantization']}", item, "s")
+               for item in report["exports"]]
+    plotted = 0
+    for i, (label, item, marker) in enumerate(points):
+        accuracy = item.get("metrics", {}).get(split, {}).get("accuracy") if split else None
+        if accuracy is None or not item.get("size_bytes"):
+            continue
+        color = cmap(i % 10)
+        ax.scatter(item["size_bytes"] / 1e6, accuracy, marker=marker, color=color, s=60,
+                   label=label)
+        if item.get("gzip_bytes"):
+            ax.scatter(item["gzip_bytes"] / 1e6, accuracy, marker=marker, s=60,
+                       facecolors="none", edgecolors=color)
+        plotted += 1
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("model size (MB, log scale; hollow = gzip)")
+    ax.set_ylabel(f"{split} accuracy" if split else "accuracy")
+    ax.set_title("Accuracy vs model size, every stage and export mode")
+    ax.grid(True, alpha=0.3)
+    if plotted:
+        ax.legend(fontsize=7, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no evaluation yet", ha="center", transform=ax.transAxes)
+
+
+def _curves_panel(ax: Any, curves: list[Mapping[str, Any]], cmap: Any) -> None:
+    """Loss (solid) and accuracy (dashed) of every training stage, one step axis."""
+    stages = list(dict.fromkeys(point["stage"] for point in curves))
+    ax_acc = ax.twinx()
+    offset = 0
+    for i, stage in enumerate(stages):
+        pts = [p for p in curves if p["stage"] == stage]
+        steps = [offset + p["step"] for p in pts]
+        color = cmap(i % 10)
+        ax.plot(steps, [p.get("loss") for p in pts], color=color, label=f"{stage} loss")
+        if any("accuracy" in p for p in pts):
+            ax_acc.plot(steps, [p.get("accuracy") for p in pts], color=color, linestyle="--",
+                        label=f"{stage} accuracy")
+        if offset:
+            ax.axvline(offset, color="gray", linewidth=0.8)
+        offset = max(steps) if steps else offset
+    ax.set_xlabel("training step (all stages)")
+    ax.set_ylabel("training loss (solid)")
+    ax_acc.set_ylabel("training accuracy (dashed)")
+    ax.set_title("Training curves (Keras running means, reset each epoch)")
+    ax.grid(True, alpha=0.3)
+    if stages:
+        ax.legend(fontsize=7, loc="upper right")
 
 
 def _latency_panel(ax: Any, report: Mapping[str, Any], split: str | None, cmap: Any) -> None:
