@@ -60,20 +60,27 @@ def _hook_keras() -> None:
 
 
 class _AfterKerasImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself; wraps the loader of ``keras`` to hook it once imported."""
+    """Finds nothing itself: wraps the loader the other finders give for ``keras`` so the
+    hook runs once Keras has been executed (a spec only probed for is never executed)."""
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
         if fullname != "keras":
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("keras")
-        if spec is None or spec.loader is None:
+        spec = None
+        for finder in sys.meta_path:
+            if finder is not self and hasattr(finder, "find_spec"):
+                spec = finder.find_spec(fullname, path, target)
+                if spec is not None:
+                    break
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
-        loader = spec.loader
+        loader, finder = spec.loader, self
         original = loader.exec_module
 
         def exec_module(module: Any) -> None:
             original(module)
+            if finder in sys.meta_path:
+                sys.meta_path.remove(finder)
             _hook_keras()
 
         loader.exec_module = exec_module  # type: ignore[method-assign]
