@@ -280,7 +280,9 @@ def bucket_by_length(
             tokenizer measures lengths.
         batch_size: examples per batch.
         bounds: bucket bounds, see `bucket_bounds` (default `DEFAULT_BOUNDS`).
-        shuffle, shuffle_window, seed: shuffle examples before bucketing.
+        shuffle: shuffle examples before bucketing.
+        shuffle_window: shuffle examples before bucketing.
+        seed: shuffle examples before bucketing.
         drop_remainder: drop the short last batch of each bucket.
 
     Returns:

@@ -179,7 +179,12 @@ def load_file(
     ```
 
     Args:
-        path, text_columns, label_column, format, num_classes, limit: see `read_file`.
+        path: see `read_file`.
+        text_columns: see `read_file`.
+        label_column: see `read_file`.
+        format: see `read_file`.
+        num_classes: see `read_file`.
+        limit: see `read_file`.
         batch_size: examples per batch.
         shuffle: shuffle all examples (with `seed`), reshuffled every epoch.
         seed: shuffle seed.
@@ -342,7 +347,8 @@ def load_glue(
         split: a tfds split ("train", "validation", "validation_matched" for
             mnli, ...), slicing such as "train[:10%]" allowed.
         batch_size: examples per batch.
-        data_dir, download: passed to `tfds.load`.
+        data_dir: passed to `tfds.load`.
+        download: passed to `tfds.load`.
         shuffle: shuffle examples (default: only for splits starting with "train").
         seed: shuffle seed.
         limit: keep only the first `limit` examples.

@@ -305,8 +305,10 @@ def get_strategy(
             ``"multi_worker"``: `MultiWorkerMirroredStrategy` from `TF_CONFIG`
             (create it at program start, before other TensorFlow work).
             ``"tpu"``: `TPUStrategy` through `TPUClusterResolver`.
-        tpu, zone, project: passed to `TPUClusterResolver` (``tpu="local"`` on a
-            Cloud TPU VM; a TPU name on a TPU node).
+        tpu: passed to `TPUClusterResolver`: ``"local"`` on a Cloud TPU VM, a TPU
+            name on a TPU node.
+        zone: passed to `TPUClusterResolver`.
+        project: passed to `TPUClusterResolver`.
         devices: device names for ``"mirrored"``, e.g. ``["/gpu:0", "/gpu:1"]``.
         cross_device_ops: ``"mirrored"`` only, e.g.
             `tf.distribute.HierarchicalCopyAllReduce()`.

@@ -47,7 +47,10 @@ class TinyConfig:
         vocabulary: word-piece vocabulary; must start with the BERT special
             tokens. Defaults to the built-in demo vocabulary
             (`keras_bertopt.demo.demo_vocabulary()`).
-        num_layers, num_heads, hidden_dim, intermediate_dim: backbone size.
+        num_layers: backbone size.
+        num_heads: backbone size.
+        hidden_dim: backbone size.
+        intermediate_dim: backbone size.
         max_sequence_length: size of the position table (>= sequence_length).
         dropout: backbone dropout rate.
         seed: when set, `keras.utils.set_random_seed(seed)` is called before

@@ -342,8 +342,9 @@ class BertAdamW(_PathRules, keras.optimizers.AdamW):
             `layerwise_multipliers`), or None.
         lr_multipliers: extra ``(regex, multiplier)`` pairs; every matching
             variable's rate is multiplied (after layer-wise decay).
-        layer_pattern, embedding_pattern: how layer-wise decay finds the
+        layer_pattern: how layer-wise decay finds the
             transformer layers (group 1: 0-based index) and the embeddings.
+        embedding_pattern: as `layer_pattern`.
         **kwargs: `keras.optimizers.AdamW` arguments.
     """
 
@@ -432,7 +433,9 @@ def create_optimizer(
             `weight_decay` as coupled L2, torch-style; pass 0 for plain Adam).
         weight_decay: decay rate (>= 0; 0 or None: none).
         clipnorm: global-norm clipping threshold (None: no clipping).
-        epsilon, beta_1, beta_2: Adam/LAMB constants.
+        epsilon: Adam/LAMB constant.
+        beta_1: Adam/LAMB constant.
+        beta_2: Adam/LAMB constant.
         end_learning_rate: rate at `total_steps`.
         schedule: a `keras_bertopt.schedules.create` kind.
         schedule_options: extra keywords for that kind (``{"power": 2.0}``...).

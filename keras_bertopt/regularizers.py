@@ -243,7 +243,9 @@ def set_dropout(
 
     Args:
         model: a keras-hub text classifier (or any model holding such layers).
-        hidden, attention, classifier: new rates in [0, 1); None leaves a kind as is.
+        hidden: new rate in [0, 1) of the hidden dropout layers; None leaves them as is.
+        attention: the same for attention dropout.
+        classifier: the same for the classifier's dropout.
 
     Returns:
         How many layers were changed per kind given, e.g. ``{"hidden": 5,

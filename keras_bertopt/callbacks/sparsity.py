@@ -56,8 +56,9 @@ class SparsityLogger(keras.callbacks.Callback):
     ```
 
     Args:
-        include, exclude: regexes on `variable.path`, as in
+        include: regexes on `variable.path`, as in
             `keras_bertopt.selection.select_variables` (default: transformer kernels).
+        exclude: as `include`.
         per_layer: also put each variable's sparsity into `logs`.
         every_n_steps: also log every N steps (None: epochs only).
         log_dir: optional TensorBoard directory.

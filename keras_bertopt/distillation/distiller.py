@@ -3,7 +3,7 @@
 Built on `keras.distillation.Distiller` (Keras >= 3.12): it keeps Keras's
 teacher freezing, model checks, `compile`, the ``student_loss`` /
 ``distillation_loss`` / ``total_loss`` trackers and `LogitsDistillation`. What
-it adds for keras-hub BERT tasks (see the README, "Distillation"):
+it adds for keras-hub BERT tasks (see docs/guides/distillation.md):
 
 * the student's preprocessor runs in the `tf.data` pipeline of `fit`,
   `evaluate` and `predict`, so they take raw strings like the task's own

@@ -5,7 +5,7 @@
   `keras.distillation.LogitsDistillation` given a `keras.losses.KLDivergence`
   *instance*. (With its default ``loss="kl_divergence"`` string, Keras 3.15.1
   resolves the loss to the plain function, skips the softmax and the ``T**2``
-  factor and computes KL on raw scaled logits; see the README.)
+  factor and computes KL on raw scaled logits; see docs/guides/distillation.md.)
 * `hidden_state_loss`: TinyBERT's mean squared error between mapped hidden
   states, over real (non-padding) tokens.
 * `attention_loss`: MiniLM's KL divergence between teacher and student
@@ -50,8 +50,8 @@ def hidden_state_loss(teacher_hidden: Any, student_hidden: Any, padding_mask: An
     """Mean over real tokens of the mean squared difference across the hidden axis.
 
     Args:
-        teacher_hidden, student_hidden: ``[batch, length, hidden]`` (the student's
-            already projected to the teacher's width).
+        teacher_hidden: ``[batch, length, hidden]``.
+        student_hidden: ``[batch, length, hidden]``, already projected to the teacher's width.
         padding_mask: ``[batch, length]``, non-zero on real tokens.
     """
     weights = _token_weights(padding_mask, student_hidden.dtype)
@@ -65,8 +65,8 @@ def attention_loss(teacher_attention: Any, student_attention: Any, padding_mask:
     """KL(teacher || student) of attention distributions, mean over heads and real queries.
 
     Args:
-        teacher_attention, student_attention: softmax attention probabilities
-            ``[batch, heads, query, key]``.
+        teacher_attention: softmax attention probabilities ``[batch, heads, query, key]``.
+        student_attention: as `teacher_attention`.
         padding_mask: ``[batch, length]``, non-zero on real tokens.
     """
     t = ops.cast(teacher_attention, "float32")

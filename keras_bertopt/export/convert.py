@@ -8,12 +8,11 @@ metadata (`keras_bertopt.export.metadata`), inspect the flatbuffer
 
 By default the file holds one static-shape signature per length bucket (16,
 24, 32, 48, 64, 96, ... below the export length, and the export length) and
-runs each input in the shortest bucket that holds it: measured on
-all-MiniLM-L6-v2 (README, "Real-length inference") this is as fast as a
-fixed-length file of the bucket's length. A dynamic-length signature
-(``dynamic_length=True``) ran 3x slower with TensorFlow 2.19's LiteRT (XNNPack
-refused its dynamic-sized tensors) and as fast as the buckets with
-ai-edge-litert 2.3; buckets run on every runtime and static-shape accelerator.
+runs each input in the shortest bucket that holds it, as fast as a fixed-length
+file of the bucket's length. A dynamic-length signature (``dynamic_length=True``)
+runs each input at its exact length, but older LiteRT versions' XNNPack refuse
+its dynamic-sized tensors; buckets run on every runtime and static-shape
+accelerator. Measurements: the documentation's benchmarks page (docs/benchmarks.md).
 With ``metadata=True`` the file has one fixed length (MediaPipe runs a file's first signature only).
 
 The file is written to a temporary name beside `path` and renamed
@@ -61,9 +60,8 @@ QAT_FLOAT_OPS = ("BATCH_MATMUL", "GELU")
 
 #: Length buckets below the export length that `to_tflite` adds by default: each at
 #: most 1.5x the one before, so an input longer than 16 tokens runs padded by less
-#: than half. Measured on MiniLM, SST-2 dev, dynamic-range (README, "Real-length
-#: inference"): 0.91x the time per sentence of buckets 16/32/64/128 (paired), for a
-#: 5% larger file (each signature adds its own small constants).
+#: than half; each signature adds its own small constants to the file
+#: (docs/benchmarks.md compares them with buckets 16/32/64/128).
 DEFAULT_LENGTH_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384)
 
 
@@ -157,9 +155,9 @@ def to_tflite(
             rewritten after conversion (`keras_bertopt.export.float_ops`).
             ``"auto"`` (default): ``QAT_FLOAT_OPS`` (``BATCH_MATMUL``, ``GELU``)
             for a QAT model; none for a float one or a ``fully_integer`` QAT
-            model. Measured on MiniLM: LiteRT's int8 BATCH_MATMUL on two
-            activations (attention scores x values) has no XNNPack kernel and
-            is slower than the float one; an int8 GELU is not delegated to
+            model. LiteRT's int8 BATCH_MATMUL on two activations (attention
+            scores x values) has no XNNPack kernel and is slower than the float
+            one; an int8 GELU is not delegated to
             XNNPack either and splits its graph once per layer (the file's
             GELU reads and writes the same int8 values through a
             DEQUANTIZE / QUANTIZE pair).
@@ -167,9 +165,8 @@ def to_tflite(
             (``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``), which its built-in
             FULLY_CONNECTED runs with sparse kernels: float 1x4 blocks and int8
             1x16 blocks (`MagnitudePruning(pattern="block", block_shape=(4, 1))`
-            / ``(16, 1)``). Measured on MiniLM block-pruned to 89%, batch 1, one
-            thread: a dynamic-range file 0.43x the time of the same weights
-            written dense (5.5 vs 12.6 ms) and 0.59x the size; float32 0.85x.
+            / ``(16, 1)``); smaller and, for block-pruned dynamic-range files,
+            faster (docs/benchmarks.md, "Sparse kernels").
 
     Returns:
         An `ExportReport` (`str()` for a summary, `.to_dict()` for JSON).

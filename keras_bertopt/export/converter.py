@@ -11,8 +11,7 @@ Signatures (`signature_lengths`): one ``len_<L>`` signature per length bucket
 (the default: 16, 24, 32, 48, 64, 96, ... below the export length and the
 export length, each a static shape), or one ``serving_default`` of one fixed
 length, or of length None (a dynamic sequence dimension). The converter stores
-each weight once; each signature adds only its own small constants (measured
-on MiniLM, float32: 90.85 MB with buckets 16/32/64/128 vs 90.37 MB fixed).
+each weight once; each signature adds only its own small constants.
 
 Converter settings per quantization mode (`CONVERTER_SETTINGS`, applied by
 `configure`):

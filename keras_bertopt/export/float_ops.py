@@ -3,7 +3,7 @@
 Why: converting a QAT model, the TFLite converter quantizes every op it can carry
 ranges into. In a BERT encoder that includes the attention's probabilities x
 values BATCH_MATMUL (two activations), and LiteRT's int8 BATCH_MATMUL has no
-XNNPack kernel: on MiniLM it was measured as most of the QAT file's time. The
+XNNPack kernel, so it would take most of the QAT file's time. The
 converter's own switch for QDQ-faithful conversion (``_experimental_strict_qdq``)
 writes UINT8 FULLY_CONNECTED inputs on TensorFlow 2.21 that LiteRT refuses to
 load, and its op denylist exists only for post-training calibration. So the

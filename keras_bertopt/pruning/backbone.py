@@ -40,11 +40,12 @@ class PrunedTransformerEncoder(keras_hub.layers.TransformerEncoder):
     """keras-hub's `TransformerEncoder` with a free per-head size `key_dim`.
 
     Args:
-        intermediate_dim, num_heads, dropout, activation, layer_norm_epsilon,
-            kernel_initializer, bias_initializer, normalize_first: as in
-            `keras_hub.layers.TransformerEncoder`.
+        intermediate_dim: as in `keras_hub.layers.TransformerEncoder`.
+        num_heads: as in `keras_hub.layers.TransformerEncoder`.
         key_dim: size of each attention head; None gives keras-hub's
             ``hidden_dim // num_heads`` (then this layer equals keras-hub's).
+        **kwargs: the other `keras_hub.layers.TransformerEncoder` arguments (`dropout`,
+            `activation`, `layer_norm_epsilon`, initializers, `normalize_first`).
     """
 
     def __init__(self, intermediate_dim: int, num_heads: int, key_dim: int | None = None,
@@ -132,7 +133,10 @@ class PrunedBertBackbone(keras_hub.models.BertBackbone):
             default ``hidden_dim // max(num_heads)``.
         num_layers: number of layers; default ``len(num_heads)`` (or of
             `intermediate_dim`); required when both are integers.
-        dropout, max_sequence_length, num_segments, dtype: as in `BertBackbone`.
+        dropout: as in `BertBackbone`.
+        max_sequence_length: as in `BertBackbone`.
+        num_segments: as in `BertBackbone`.
+        dtype: as in `BertBackbone`.
 
     The layers, their names and the functional graph are those of keras-hub's
     `BertBackbone`; only each `TransformerEncoder` is a

@@ -139,8 +139,9 @@ def sparsity_report(model: Any, include: Pattern = None, exclude: Pattern = None
 
     Args:
         model: a Keras model or layer (or an iterable of variables).
-        include, exclude: regexes on ``variable.path`` restricting the report
+        include: regexes on ``variable.path`` restricting the report
             (see `keras_bertopt.selection.select_variables`); all weights by default.
+        exclude: as `include`.
 
     Returns:
         A `SparsityReport`; ``str(report)`` is a readable table.

@@ -39,7 +39,8 @@ class QuantizationConfig:
             paths too). They become int8 GATHER tables in TFLite: in MiniLM the
             token table is half the parameters, so this is what brings an int8
             file to about a quarter of the float32 size. On by default; pass
-            False to keep the tables float32 in the file (see README: the
+            False to keep the tables float32 in the file (see
+            docs/guides/quantization.md: the
             file is then much larger).
         quantize_attention_probs: fake-quantize the attention softmax output
             on TFLite's fixed int8 softmax grid (scale 1/256), for files whose
@@ -66,12 +67,11 @@ class QuantizationConfig:
             embedding tables) are fake-quantized in training, and the model is
             exported with ``to_tflite(..., quantization="dynamic")``: the int8
             weights QAT learned, with activations quantized per row at run time
-            by LiteRT's dynamic-range kernels. Measured on MiniLM-L6 with
-            XNNPack (x86, AVX512-VNNI, one thread): LiteRT's static int8
-            FULLY_CONNECTED is no faster than its dynamic-range one (which
+            by LiteRT's dynamic-range kernels. On x86 CPUs XNNPack's static
+            int8 FULLY_CONNECTED is no faster than its dynamic-range one (which
             quantizes its input on the fly), so the static file's extra
-            QUANTIZE / DEQUANTIZE ops make it the slower of the two on CPU;
-            ``"dynamic"`` trains for the fastest CPU file. Not with
+            QUANTIZE / DEQUANTIZE ops make it the slower of the two;
+            ``"dynamic"`` trains for the fastest CPU file (docs/benchmarks.md). Not with
             `fully_integer` or `quantize_attention_probs`.
         num_bits: bits of weights and activations; only 8 converts to TFLite
             int8, so only 8 is accepted.

@@ -25,7 +25,7 @@ class FinetuneConfig(StageSection):
 
     `jit_compile`: compile the train step with XLA (``fit(jit_compile=True)``).
     Off by default: on the 2-core CPU it was not faster for keras-hub BERT
-    (README, "Training throughput").
+    (docs/guides/throughput.md).
     """
 
     epochs: int = Field(2, ge=1)
