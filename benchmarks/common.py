@@ -410,12 +410,16 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_result(name: str, result: dict[str, Any]) -> str:
-    """Write `result` plus `machine_info()` to benchmarks/results/<name>.json; returns the path."""
+    """Write `result`, the command line and `machine_info()` to benchmarks/results/<name>.json.
+
+    `result` may give its own ``command``; returns the path.
+    """
     if not name or os.sep in name or not isinstance(result, dict):
         raise ValueError("`name` must be a plain file stem and `result` a dict")
     from keras_bertopt.files import write_text
 
-    payload = {"benchmark": name, **result, "machine": machine_info()}
+    command = "python " + " ".join([os.path.relpath(sys.argv[0], REPO_ROOT), *sys.argv[1:]])
+    payload = {"benchmark": name, "command": command, **result, "machine": machine_info()}
     path = os.path.join(RESULTS_DIR, f"{name}.json")
     write_text(path, json.dumps(payload, indent=2, default=_jsonable) + "\n")
     print(f"wrote {path}", flush=True)
