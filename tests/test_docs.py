@@ -1,0 +1,162 @@
+"""README.md and docs/: every Python block runs as written, and the results tables are true.
+
+The blocks of one page run in order in one namespace (a page reads top to bottom, like a
+notebook), in a fresh temporary folder, so a block may use what an earlier block on its page
+made, never anything else. A page whose blocks train for more than a few seconds says so with
+``<!-- docs-test: slow -->`` (its test is marked slow). A block that needs what a test machine
+does not have (network, the MiniLM checkpoint, SST-2, a GPU or TPU, several machines) is
+preceded by ``<!-- docs-test: not-run <reason> -->``; the reason must name that need. Training
+examples state the accuracy they reach with an ``assert`` in the block itself, so a reader sees
+the claim and this test checks it.
+"""
+
+import datetime
+import glob
+import json
+import linecache
+import os
+import re
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAGES = ["README.md"] + sorted(
+    os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "**", "*.md"),
+                                                recursive=True))
+BLOCK = re.compile(r"(?:<!-- docs-test: (?P<marker>[^>]*?) -->\n)?```(?P<lang>[\w-]*)[^\n]*\n"
+                   r"(?P<code>.*?)^```", re.S | re.M)
+#: What a not-run block may be waiting for: what a test machine lacks.
+NOT_RUN_NEEDS = ("network", "MiniLM", "SST-2", "GPU", "TPU", "several machines")
+
+
+def _read(page):
+    with open(os.path.join(REPO, page), encoding="utf-8") as f:
+        return f.read()
+
+
+def code_blocks(page):
+    """(line, marker, code) of every python block of `page`, in order."""
+    text = _read(page)
+    return [(text[:m.start("code")].count("\n") + 1, m.group("marker") or "", m.group("code"))
+            for m in BLOCK.finditer(text) if m.group("lang") in ("python", "py")]
+
+
+def _page_params():
+    params = []
+    for page in PAGES:
+        blocks = code_blocks(page)
+        if any(not marker.startswith("not-run") for _, marker, _ in blocks):
+            slow = "<!-- docs-test: slow -->" in _read(page)
+            params.append(pytest.param(page, id=page, marks=[pytest.mark.slow] if slow else []))
+    return params
+
+
+@pytest.mark.parametrize("page", _page_params())
+def test_python_blocks_run(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "__docs__"}
+    for line, marker, code in code_blocks(page):
+        if marker.startswith("not-run"):
+            continue
+        name = f"{page}:{line}"
+        # Padded to the block's line, so a traceback names the page's own line numbers.
+        source = "\n" * (line - 1) + code
+        linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+        exec(compile(source, name, "exec"), namespace)  # noqa: S102
+
+
+def test_every_not_run_block_says_what_it_needs():
+    markers = [(page, line, marker) for page in PAGES for line, marker, _ in code_blocks(page)
+               if marker]
+    bad = [(page, line, marker) for page, line, marker in markers
+           if not (marker == "not-run" or marker.startswith("not-run "))
+           or not any(need.lower() in marker.lower() for need in NOT_RUN_NEEDS)]
+    assert not bad, f"markers must be 'not-run <reason naming one of {NOT_RUN_NEEDS}>': {bad}"
+
+
+def test_block_parser_reads_markers_and_languages(tmp_path, monkeypatch):
+    page = tmp_path / "page.md"
+    page.write_text("text\n```python\na = 1\n```\n<!-- docs-test: not-run needs a TPU -->\n"
+                    "```python\nb = 2\n```\n```bash\nls\n```\n", encoding="utf-8")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", str(tmp_path))
+    assert code_blocks("page.md") == [(3, "", "a = 1\n"), (7, "not-run needs a TPU", "b = 2\n")]
+
+
+def test_readme_test_command_is_the_one_ci_runs():
+    readme = _read("README.md")
+    command = re.search(r"python -m pytest[^`\n]*", readme).group(0)
+    assert command in _read(".ci/run")
+    assert len(readme.splitlines()) <= 250
+
+
+def test_readme_links_lead_to_files():
+    # README is read on the repository's front page, outside the docs build that checks links.
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", _read("README.md"))
+    assert targets
+    missing = [t for t in targets if "://" not in t and not os.path.exists(os.path.join(REPO, t))]
+    assert not missing, f"README links to files that do not exist: {missing}"
+
+
+def test_readme_results_cite_the_date_of_their_json():
+    rows = re.findall(r"^\|[^\n]*\| (\d{4}-\d\d-\d\d) \| `(\w+)\.json` \|$", _read("README.md"),
+                      re.M)
+    assert len(rows) >= 5
+    for date, name in rows:
+        with open(os.path.join(REPO, "benchmarks", "results", f"{name}.json")) as f:
+            measured = json.load(f)["machine"]["date_utc"][:10]
+        assert date == measured, f"README cites {name}.json as of {date}; it is from {measured}"
+
+
+# -------------------------------------------------------------- the benchmarks page's hook
+
+
+@pytest.fixture
+def hook():
+    sys.path.insert(0, os.path.join(REPO, "docs"))
+    try:
+        import gen_benchmarks
+
+        yield gen_benchmarks
+    finally:
+        sys.path.remove(os.path.join(REPO, "docs"))
+
+
+def _result(folder, name, date, tf="2.21.0", **fields):
+    machine = {"date_utc": f"{date}T10:00:00+00:00", "tensorflow_version": tf,
+               "keras_version": "3.15.1", "keras_hub_version": "0.32.0"}
+    (folder / f"{name}.json").write_text(json.dumps({**fields, "machine": machine}))
+
+
+def test_stale_results_are_marked(hook, tmp_path):
+    newest = datetime.date(2026, 12, 10)
+    _result(tmp_path, "new", newest.isoformat(), command="python benchmarks/new.py --x 1")
+    _result(tmp_path, "week_old", (newest - datetime.timedelta(days=7)).isoformat())
+    _result(tmp_path, "old", (newest - datetime.timedelta(days=8)).isoformat())
+    _result(tmp_path, "other_tf", newest.isoformat(), tf="2.19.1")
+    _result(tmp_path, "new_quick", newest.isoformat())        # smoke runs are left out
+    results = hook.load_results(str(tmp_path))
+    assert sorted(results) == ["new", "old", "other_tf", "week_old"]
+    assert hook.staleness(results) == {
+        "new": "", "week_old": "", "old": "8 days older than the newest result",
+        "other_tf": "other versions (tensorflow 2.19.1)"}
+    table = hook.runs_table(results)
+    assert "`python benchmarks/new.py --x 1`" in table
+    assert re.search(r"`old\.json` \| 2026-12-02 \|.*\| 8 days older", table)
+
+
+def test_latency_table_from_json(hook, tmp_path):
+    def entry(median, ratio, paired, accuracy, size):
+        return {"median_ms": median, "p90_ms": 2 * median, "median_vs_float32_fixed128": ratio,
+                "paired_ratios": paired, "accuracy": accuracy, "size_bytes": size}
+
+    files = {"float32/fixed128": entry(40.0, 1.0, {"dynamic/fixed128": 2.5}, 0.9, 90e6),
+             "dynamic/fixed128": entry(16.0, 0.4, {}, 0.91, 23e6),
+             "dynamic/real_length": entry(4.0, 0.1, {}, 0.91, 25e6)}
+    _result(tmp_path, "latency", "2026-12-03", files=files)
+    page = hook.render("before\n<!-- results:latency -->\nafter", str(tmp_path))
+    lines = page.splitlines()
+    assert lines[0] == "before" and lines[-1] == "after"
+    assert "| float32, fixed 128 | 40.00 | 80.00 | 1.000x | 2.50x | 90.00 | 90.0 |" in lines
+    assert "| dynamic-range, buckets (default) | 4.00 | 8.00 | 0.100x | 1.00x | 91.00 | 25.0 |" \
+        in lines
