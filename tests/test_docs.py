@@ -66,6 +66,30 @@ def test_python_blocks_run(page, tmp_path, monkeypatch):
         exec(compile(source, name, "exec"), namespace)  # noqa: S102
 
 
+def test_recipe_configs_in_docs_validate(tmp_path):
+    # YAML blocks are configs a reader copies: each must pass the recipe's full check.
+    import yaml
+
+    from keras_bertopt import recipe
+    from keras_bertopt.data import demo_examples
+
+    texts, labels = demo_examples("validation", 16)
+    configs = [m.group(1) for page in PAGES
+               for m in re.finditer(r"```yaml\n(.*?)^```", _read(page), re.S | re.M)]
+    assert configs
+    for n, text in enumerate(configs):
+        data = (yaml.safe_load(text) or {}).get("data") or {}
+        for split in ("train", "validation", "test"):
+            if data.get(split):                  # the files a config names, with demo rows
+                path = tmp_path / data[split]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("sentence\tlabel\n" + "".join(
+                    f"{t}\t{y}\n" for t, y in zip(texts, labels)), encoding="utf-8")
+        path = tmp_path / f"config_{n}.yaml"
+        path.write_text(text, encoding="utf-8")
+        assert isinstance(recipe.load_config(str(path)), recipe.RecipeConfig)
+
+
 def test_every_not_run_block_says_what_it_needs():
     markers = [(page, line, marker) for page in PAGES for line, marker, _ in code_blocks(page)
                if marker]
