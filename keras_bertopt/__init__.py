@@ -25,6 +25,7 @@ _SUBMODULES = (
     "callbacks",
     "cli",
     "cli_predict",
+    "compress",
     "data",
     "demo",
     "distillation",

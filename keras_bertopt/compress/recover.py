@@ -1,0 +1,137 @@
+"""Build and recover one candidate: importance-based structured pruning, then distillation.
+
+`teacher_logits` runs the fine-tuned model once over the training sentences
+(length-bucketed batches) and keeps its logits; `recover_candidate` prunes the
+model to a `Candidate` shape (first-order Taylor importance on a few training
+batches) and trains the smaller model against those cached logits with
+`keras_bertopt.distillation.Distiller` on length-bucketed batches.
+
+Example:
+
+```python
+logits = teacher_logits(model, texts)
+small = recover_candidate(model, Candidate(3, 12, 1536), texts, labels, logits, epochs=1)
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from keras_bertopt.compress.candidates import Candidate
+
+
+@dataclasses.dataclass(frozen=True)
+class RecoverySettings:
+    """How a candidate is recovered (see `compress_to_target`)."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    temperature: float = 2.0
+    alpha: float = 0.7
+    importance_batches: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "importance_batches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
+        if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
+            raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate!r}")
+
+
+def _swap_preprocessor(model: Any) -> Any:
+    """Give `model` a per-batch padding preprocessor; returns the old one to put back."""
+    from keras_bertopt.bucketing import dynamic_padding
+
+    old = model.preprocessor
+    dynamic_padding(model)
+    return old
+
+
+def teacher_logits(model: Any, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """`model`'s logits on `texts` (float32, one row per text, in order); `model` is unchanged."""
+    from keras_bertopt.bucketing import bucket_by_length
+
+    old = _swap_preprocessor(model)
+    try:
+        out = np.zeros((len(texts), 0), "float32")
+        data = bucket_by_length((list(texts), list(range(len(texts)))), model.preprocessor,
+                                batch_size, shuffle=False)
+        for x, index in data:
+            logits = np.asarray(model.predict_on_batch(x), "float32")
+            if out.shape[1] == 0:
+                out = np.zeros((len(texts), logits.shape[-1]), "float32")
+            out[np.asarray(index)] = logits
+    finally:
+        model.preprocessor = old
+    return out
+
+
+def prune_to(model: Any, candidate: Candidate, importance: str = "magnitude",
+             data: Any = None, batches: int = 8) -> Any:
+    """A copy of `model` pruned to `candidate`'s shape (`prune_structure`, uniform per layer)."""
+    from keras_bertopt.pruning import prune_structure
+
+    counts = candidate.prune_arguments(model)
+    if min(counts.values()) < 0:
+        raise ValueError(f"candidate {candidate.name} is larger than the model")
+    return prune_structure(model, heads=counts["heads"] or None,
+                           intermediate=counts["intermediate"] or None,
+                           layers=counts["layers"] or None, importance=importance,
+                           data=data, batches=batches)
+
+
+def _training_data(student: Any, texts: Sequence[str], labels: Sequence[int],
+                   logits: np.ndarray, settings: RecoverySettings) -> Any:
+    import tensorflow as tf
+
+    from keras_bertopt.bucketing import bucket_by_length
+
+    label_table = tf.constant(np.asarray(labels), tf.int32)
+    logit_table = tf.constant(logits)
+    data = bucket_by_length((list(texts), list(range(len(texts)))), student.preprocessor,
+                            settings.batch_size, seed=settings.seed)
+    return data.map(lambda x, i: (x, (tf.gather(label_table, i), tf.gather(logit_table, i))))
+
+
+def recover_candidate(
+    model: Any,
+    candidate: Candidate,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    logits: np.ndarray,
+    settings: RecoverySettings = RecoverySettings(),
+) -> Any:
+    """`model` pruned to `candidate` (Taylor importance) and distilled from cached `logits`.
+
+    Returns the recovered keras-hub classifier, with `model`'s preprocessor.
+    """
+    import keras
+    import tensorflow as tf
+
+    from keras_bertopt.distillation import Distiller
+    from keras_bertopt.optimizers import create_optimizer
+
+    keras.utils.set_random_seed(settings.seed)
+    n = settings.importance_batches * settings.batch_size
+    scoring = tf.data.Dataset.from_tensor_slices(
+        (list(texts[:n]), np.asarray(labels[:n], "int32"))).batch(settings.batch_size)
+    student = prune_to(model, candidate, "taylor", scoring, settings.importance_batches)
+    fixed = _swap_preprocessor(student)
+    try:
+        data = _training_data(student, texts, labels, logits, settings)
+        steps = sum(1 for _ in data) * settings.epochs
+        distiller = Distiller(model, student, temperature=settings.temperature,
+                              alpha=settings.alpha)
+        distiller.compile(optimizer=create_optimizer(
+            settings.learning_rate, steps, warmup_steps=max(1, steps // 10), weight_decay=0.01))
+        distiller.fit(data, epochs=settings.epochs, verbose=0)
+    finally:
+        student.preprocessor = fixed
+    return student

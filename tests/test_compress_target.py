@@ -1,0 +1,211 @@
+"""keras_bertopt.compress: target parsing, candidate shapes, paired timing and the search."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from keras_bertopt.compress import (
+    Candidate,
+    RecoverySettings,
+    TargetNotMet,
+    candidate_shapes,
+    compress_to_target,
+    parse_target,
+    trial_order,
+)
+
+# ---------------------------------------------------------------------------- target
+
+
+def test_parse_target_ratio_ms_and_device():
+    t = parse_target({"latency": 0.05, "max_accuracy_drop": 1.0})
+    assert (t.latency, t.latency_unit, t.max_accuracy_drop, t.device) == (0.05, "ratio", 1.0, "cpu")
+    assert t.quantization == "dynamic"
+    assert t.meets(0.05, 99.0, 1.0) and not t.meets(0.051, 0.1, 0.0)
+    assert not t.meets(0.01, 1.0, 1.01)
+    ms = parse_target({"latency": "2.5 ms", "max_accuracy_drop": 0, "device": "int8"})
+    assert (ms.latency, ms.latency_unit, ms.quantization) == (2.5, "ms", "int8")
+    assert ms.meets_latency(0.9, 2.5) and not ms.meets_latency(0.001, 2.6)
+    assert parse_target(ms.to_dict()) == ms
+
+
+@pytest.mark.parametrize("value, key", [
+    ({"latency": 0, "max_accuracy_drop": 1}, "target.latency"),
+    ({"latency": -0.1, "max_accuracy_drop": 1}, "target.latency"),
+    ({"latency": 1.5, "max_accuracy_drop": 1}, "target.latency"),
+    ({"latency": "0 ms", "max_accuracy_drop": 1}, "target.latency"),
+    ({"latency": "fast", "max_accuracy_drop": 1}, "target.latency"),
+    ({"latency": True, "max_accuracy_drop": 1}, "target.latency"),
+    ({"latency": 0.1, "max_accuracy_drop": -0.5}, "target.max_accuracy_drop"),
+    ({"latency": 0.1, "max_accuracy_drop": "1"}, "target.max_accuracy_drop"),
+    ({"latency": 0.1}, "target.max_accuracy_drop"),
+    ({"latency": 0.1, "max_accuracy_drop": 1, "device": "gpu"}, "target.device"),
+    ({"latency": 0.1, "max_accuracy_drop": 1, "speed": 2}, "target.speed"),
+])
+def test_bad_target_is_refused_naming_the_key(value, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        parse_target(value)
+
+
+# ---------------------------------------------------------------------------- candidates
+
+
+def test_candidate_shapes_grid_sorted_by_encoder_weights(tiny_classifier):
+    shapes = candidate_shapes(tiny_classifier, head_fractions=(1.0, 0.5), ffn_fractions=(1.0, 0.5))
+    # tiny: 2 layers, 2 heads, FFN 64 -> 2 x 2 x 2 shapes.
+    assert len(shapes) == 8 and shapes[0] == Candidate(2, 2, 64)
+    assert shapes[-1] == Candidate(1, 1, 32)
+    hidden, key_dim = 32, 16
+    sizes = [c.encoder_parameters(hidden, key_dim) for c in shapes]
+    assert sizes == sorted(sizes, reverse=True)
+    # by hand: one layer, 2 heads x 16 dims, 4 attention kernels + 2 FFN kernels of width 64.
+    assert Candidate(1, 2, 64).encoder_parameters(32, 16) == 4 * 32 * 32 + 2 * 32 * 64
+    assert Candidate(1, 1, 32).prune_arguments(tiny_classifier) == {
+        "layers": 1, "heads": 1, "intermediate": 32}
+    with pytest.raises(ValueError, match="`layers`"):
+        candidate_shapes(tiny_classifier, layers=[3])
+    with pytest.raises(ValueError, match="`head_fractions`"):
+        candidate_shapes(tiny_classifier, head_fractions=[0])
+
+
+def test_trial_order_fastest_first_on_the_front():
+    rows = [
+        {"name": "L2-H2-F64", "layers": 2, "heads": 2, "intermediate": 64, "ratio": 0.6,
+         "median_ms": 6, "meets_latency": False},
+        {"name": "L1-H2-F64", "layers": 1, "heads": 2, "intermediate": 64, "ratio": 0.4,
+         "median_ms": 4, "meets_latency": True},
+        {"name": "L1-H1-F64", "layers": 1, "heads": 1, "intermediate": 64, "ratio": 0.45,
+         "median_ms": 4.5, "meets_latency": True},  # slower and smaller than L1-H2-F64
+        {"name": "L1-H1-F32", "layers": 1, "heads": 1, "intermediate": 32, "ratio": 0.3,
+         "median_ms": 3, "meets_latency": True},
+    ]
+    order = [r["name"] for r in trial_order(rows, 32, 16)]
+    assert order == ["L1-H1-F32", "L1-H2-F64"]
+    none = [dict(r, meets_latency=False) for r in rows]
+    assert [r["name"] for r in trial_order(sorted(none, key=lambda r: r["ratio"]), 32, 16)] == [
+        "L1-H1-F32"]
+
+
+# ---------------------------------------------------------------------------- timing
+
+
+def test_time_files_pairs_against_the_reference(tiny_classifier, tmp_path):
+    from keras_bertopt.compress import export_candidate, export_reference, time_files
+    from keras_bertopt.data import demo_examples
+
+    texts, _ = demo_examples("validation", 8)
+    ref = export_reference(tiny_classifier, str(tmp_path / "ref.tflite"))
+    same = export_reference(tiny_classifier, str(tmp_path / "same.tflite"))
+    small = export_candidate(tiny_classifier, str(tmp_path / "dyn.tflite"), "dynamic")
+    out = time_files({"same": same, "dyn": small}, ref, tiny_classifier.preprocessor, texts,
+                     rounds=2)
+    assert set(out) == {"float32_fixed_length", "same", "dyn"}
+    assert out["float32_fixed_length"]["ratio"] == 1.0
+    assert all(v["median_ms"] > 0 and v["ratio"] > 0 for v in out.values())
+    with pytest.raises(ValueError, match="`texts`"):
+        time_files({"dyn": small}, ref, tiny_classifier.preprocessor, [])
+
+
+# ---------------------------------------------------------------------------- search
+
+
+@pytest.fixture
+def demo_data():
+    from keras_bertopt.data import demo_examples
+
+    return demo_examples("train", 96), demo_examples("validation", 48)
+
+
+CANDIDATES = [Candidate(2, 2, 64), Candidate(1, 2, 32), Candidate(1, 1, 16)]
+FAST = RecoverySettings(epochs=1, batch_size=16, importance_batches=2)
+
+
+def _run(model, data, folder, target, **kwargs):
+    return compress_to_target(model, target, data[0], data[1], str(folder),
+                              candidates=CANDIDATES, recovery=FAST, timing_sentences=12,
+                              **kwargs)
+
+
+@pytest.mark.slow
+def test_search_ships_a_file_meeting_the_target(tiny_classifier, demo_data, tmp_path):
+    from keras_bertopt.export import TFLiteClassifier
+
+    result = _run(tiny_classifier, demo_data, tmp_path, {"latency": "10000 ms",
+                                                         "max_accuracy_drop": 100.0})
+    state = json.loads((tmp_path / "state.json").read_text())
+    # Every candidate meets a 10 s budget: the fastest measured one is tried and shipped.
+    assert result.name == state["candidates"][0]["name"]
+    assert result.file == str(tmp_path / f"{result.name}.tflite") and os.path.isfile(result.file)
+    texts, labels = demo_data[1]
+    accuracy = TFLiteClassifier(result.file, tiny_classifier.preprocessor).evaluate(
+        texts, labels)["accuracy"]
+    keras_pred = np.argmax(tiny_classifier.predict(texts, verbose=0), -1)
+    baseline = float(np.mean(keras_pred == np.asarray(labels)))
+    assert result.accuracy == pytest.approx(accuracy, abs=1e-6)
+    assert result.baseline_accuracy == pytest.approx(baseline)
+    assert result.accuracy_drop == pytest.approx(100 * (baseline - accuracy), abs=1e-3)
+    assert result.median_ms <= 10000.0 and len(state["trials"]) == 1
+    report = (tmp_path / "report.md").read_text()
+    assert f"Ship `{result.file}`" in report
+    assert all(c.name in report for c in CANDIDATES)
+
+
+@pytest.mark.slow
+def test_unmeetable_latency_ends_with_best_file(tiny_classifier, demo_data, tmp_path):
+    with pytest.raises(TargetNotMet, match="no candidate meets the latency") as info:
+        _run(tiny_classifier, demo_data, tmp_path, {"latency": "0.000001 ms",
+                                                    "max_accuracy_drop": 100.0})
+    state = json.loads((tmp_path / "state.json").read_text())
+    fastest = state["candidates"][0]["name"]
+    assert info.value.best_file == str(tmp_path / f"{fastest}.tflite")
+    assert os.path.isfile(info.value.best_file)
+    assert "Target not met" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_killed_search_resumes_without_redoing_timing(tiny_classifier, demo_data, tmp_path,
+                                                      monkeypatch):
+    from keras_bertopt.compress import recover, search, timing
+
+    calls = {"time": 0, "recover": 0}
+    real_time, real_recover = timing.time_files, recover.recover_candidate
+
+    def counted_time(*args, **kwargs):
+        calls["time"] += 1
+        return real_time(*args, **kwargs)
+
+    def dying_recover(*args, **kwargs):
+        calls["recover"] += 1
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(timing, "time_files", counted_time)
+    monkeypatch.setattr(recover, "recover_candidate", dying_recover)
+    target = {"latency": "10000 ms", "max_accuracy_drop": 100.0}
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_classifier, demo_data, tmp_path, target)
+    assert calls == {"time": 1, "recover": 1}
+    saved = json.loads((tmp_path / "state.json").read_text())
+    assert len(saved["candidates"]) == 3 and saved["trials"] == []
+    monkeypatch.setattr(recover, "recover_candidate", real_recover)
+    result = _run(tiny_classifier, demo_data, tmp_path, target)
+    # Candidates were not timed again (only the recovered file is), the trial ran once.
+    assert calls["time"] == 2
+    assert result.name == saved["candidates"][0]["name"]
+    with pytest.raises(ValueError, match="another target"):
+        _run(tiny_classifier, demo_data, tmp_path, {"latency": 0.5, "max_accuracy_drop": 1.0})
+    assert search.STATE_FILE == "state.json"
+
+
+def test_bad_arguments_refused_before_work(tiny_classifier, demo_data, tmp_path):
+    with pytest.raises(ValueError, match="target.latency"):
+        _run(tiny_classifier, demo_data, tmp_path, {"latency": 0, "max_accuracy_drop": 1})
+    with pytest.raises(ValueError, match="`candidates`"):
+        compress_to_target(tiny_classifier, {"latency": 0.5, "max_accuracy_drop": 1},
+                           demo_data[0], demo_data[1], str(tmp_path),
+                           candidates=[Candidate(3, 2, 64)])
+    with pytest.raises(ValueError, match="`train`"):
+        compress_to_target(tiny_classifier, {"latency": 0.5, "max_accuracy_drop": 1},
+                           (["a"], [0, 1]), demo_data[1], str(tmp_path))
+    assert not os.listdir(tmp_path)
