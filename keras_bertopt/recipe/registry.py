@@ -27,6 +27,7 @@ from keras_bertopt.recipe.stages import (
     prune,
     prune_structure,
     qat,
+    target,
 )
 
 
@@ -73,6 +74,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("prune_structure", prune_structure, seed=4, trains_model=True),
     Stage("prune", prune, seed=1, trains_model=True),
     Stage("qat", qat, seed=2, trains_model=True, float_model=False),
+    Stage("target", target, seed=7),
     Stage("export", export, seed=5),
     Stage("evaluate", evaluate, seed=6),
 )
