@@ -147,6 +147,13 @@ def test_search_ships_a_file_meeting_the_target(tiny_classifier, demo_data, tmp_
     assert result.baseline_accuracy == pytest.approx(baseline)
     assert result.accuracy_drop == pytest.approx(100 * (baseline - accuracy), abs=1e-3)
     assert result.median_ms <= 10000.0 and len(state["trials"]) == 1
+    # The recovered Keras model is kept beside its file and computes what the file computes.
+    import keras
+
+    saved = keras.saving.load_model(state["trials"][0]["model"])
+    saved_pred = np.argmax(saved.predict(texts, verbose=0), -1)
+    file_pred = TFLiteClassifier(result.file, tiny_classifier.preprocessor).predict(texts)
+    assert np.mean(saved_pred == file_pred["labels"]) >= 0.9
     report = (tmp_path / "report.md").read_text()
     assert f"Ship `{result.file}`" in report
     assert all(c.name in report for c in CANDIDATES)

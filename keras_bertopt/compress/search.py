@@ -156,6 +156,10 @@ def _try(model: Any, row: dict, target: Target, data: dict, output_dir: str,
 
     student = recover.recover_candidate(model, Candidate.from_dict(row), data["train_texts"],
                                         data["train_labels"], data["logits"], settings)
+    from keras_bertopt.files import atomic_output
+
+    with atomic_output(os.path.join(output_dir, f"{row['name']}.keras")) as tmp:
+        student.save(tmp)
     path = os.path.join(output_dir, f"{row['name']}.tflite")
     timing.export_candidate(student, path, target.quantization,
                             data["train_texts"][:256] if target.quantization == "int8" else None)
@@ -165,7 +169,8 @@ def _try(model: Any, row: dict, target: Target, data: dict, output_dir: str,
     runner = TFLiteClassifier(path, model.preprocessor, num_threads=1)
     accuracy = runner.evaluate(data["val_texts"], data["val_labels"])["accuracy"]
     drop = round(100.0 * (baseline - accuracy), 4)
-    return {"name": row["name"], "file": path, "accuracy": round(accuracy, 6),
+    return {"name": row["name"], "file": path, "model": path[:-len(".tflite")] + ".keras",
+            "accuracy": round(accuracy, 6),
             "accuracy_drop": drop, "median_ms": measured["median_ms"],
             "ratio": measured["ratio"],
             "meets": target.meets(measured["ratio"], measured["median_ms"], drop)}
