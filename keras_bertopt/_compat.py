@@ -194,3 +194,17 @@ def check_overrides(base: type, names: tuple[str, ...]) -> None:
         raise ImportError(
             f"{base.__name__} has no {', '.join(missing)} in Keras {keras.__version__}; "
             "keras_bertopt overrides them (see keras_bertopt._compat) and needs updating")
+
+
+def sync_training_state(model: Any) -> None:
+    """Bring JAX `fit`'s state back into the model's variables (no-op on other backends).
+
+    Between steps the JAX trainer keeps weights, optimizer and metric values outside the
+    variables (their values purged) and syncs them only at the end of an epoch; its
+    ``jax_state_sync`` (not part of the documented API) puts them back so a callback can
+    read or assign them mid-epoch, and the next step reads them again. It waits for the
+    dispatched steps, so call it only when a value is needed.
+    """
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()

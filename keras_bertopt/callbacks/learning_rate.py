@@ -143,9 +143,26 @@ class LearningRateLogger(keras.callbacks.Callback):
     def _rates(self) -> dict[str, float]:
         return applied_learning_rates(self.model.optimizer)
 
+    @property
+    def async_safe(self) -> bool:
+        """Without `every_n_steps` the batch hook does nothing: Keras may keep dispatching
+        steps asynchronously (any other ``on_train_batch_end`` makes it wait every step)."""
+        return self.every_n_steps is None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._logged_windows = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._logged_windows = 0
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.every_n_steps is None or (batch + 1) % self.every_n_steps:
+        # `batch` is the last step of the execution (several with steps_per_execution):
+        # log when a multiple of every_n_steps was passed.
+        if self.every_n_steps is None or (batch + 1) // self.every_n_steps <= getattr(
+                self, "_logged_windows", 0):
             return
+        self._logged_windows = (batch + 1) // self.every_n_steps
+        _compat.sync_training_state(self.model)  # JAX: the values live outside the variables
         rates = self._rates()
         if logs is not None:
             logs.update(rates)

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_bertopt import _compat
 from keras_bertopt.callbacks._summary import ScalarWriter, check_every
 from keras_bertopt.selection import (
     TRANSFORMER_KERNELS,
@@ -102,14 +103,29 @@ class SparsityLogger(keras.callbacks.Callback):
         return values
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        self._logged_windows = 0
         # Select now so a pattern that matches nothing fails before training starts.
         self._variables = select_variables(
             self.model, self.include, self.exclude, trainable_only=False
         )
 
+    @property
+    def async_safe(self) -> bool:
+        """Without `every_n_steps` the batch hook does nothing: Keras may keep dispatching
+        steps asynchronously (any other ``on_train_batch_end`` makes it wait every step)."""
+        return self.every_n_steps is None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._logged_windows = 0
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.every_n_steps is None or (batch + 1) % self.every_n_steps:
+        # `batch` is the last step of the execution (several with steps_per_execution):
+        # log when a multiple of every_n_steps was passed.
+        if self.every_n_steps is None or (batch + 1) // self.every_n_steps <= getattr(
+                self, "_logged_windows", 0):
             return
+        self._logged_windows = (batch + 1) // self.every_n_steps
+        _compat.sync_training_state(self.model)  # JAX: the values live outside the variables
         values = self._measure()
         if logs is not None:
             logs.update(values)

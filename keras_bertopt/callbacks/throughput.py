@@ -11,6 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_bertopt import _compat
 from keras_bertopt.callbacks._summary import ScalarWriter, check_every
 from keras_bertopt.callbacks.flops import TransformerCost
 
@@ -61,7 +62,9 @@ class Throughput(keras.callbacks.Callback):
     Args:
         warmup_steps: steps at the start of `fit` left out of the rates.
         every_n_steps: also log into the batch logs every N steps (rates over
-            those N steps).
+            those N steps; each waits for the device). Without it the callback reads
+            nothing from the device between steps, so Keras keeps dispatching them
+            asynchronously; it works with ``steps_per_execution > 1``.
         log_dir: optional TensorBoard directory.
         verbose: print how many steps were skipped (once per `fit`).
         mask_key: the feature holding the padding mask.
@@ -228,9 +231,24 @@ class Throughput(keras.callbacks.Callback):
         )
 
     # ---- callback hooks ---------------------------------------------------------------------
+    # No device value is read between steps unless `every_n_steps` asks for it: the clock
+    # stops where Keras itself waits for the device (its epoch-end metric read, before
+    # validation and before `on_epoch_end`), and the step count comes from the optimizer's
+    # iterations, read once per epoch. So Keras keeps dispatching steps asynchronously.
+    @property
+    def async_safe(self) -> bool:
+        """True without `every_n_steps`: the batch-end hook then does nothing."""
+        return self.every_n_steps is None
+
+    def _iterations(self) -> int:
+        optimizer = self.model.optimizer
+        inner = getattr(optimizer, "inner_optimizer", None) or optimizer
+        return int(round(float(keras.ops.convert_to_numpy(inner.iterations))))
+
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._step = 0
         self.skipped_steps = 0
+        self._steps_before_epoch = 0
+        self._warm = self.warmup_steps == 0
         self._reported = False
         self._warned_short = False
         self._buffer = []
@@ -246,20 +264,59 @@ class Throughput(keras.callbacks.Callback):
     def _fresh(now: float) -> dict[str, Any]:
         return {"t0": now, "steps": 0, **{key: 0 for key in _FIELDS}}
 
-    def _reset_window(self, now: float) -> None:
-        self._window = self._fresh(now)
-
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         now = time.perf_counter()
         self._count_at_drain = 0  # Keras resets its metrics before each epoch
-        self._pending = 0
         self._epoch = self._fresh(now)
-        self._reset_window(now)
-        self._last_end = now
+        self._window = self._fresh(now)
+        self._epoch_iterations = self._iterations()  # fit's state is in the variables here
+        self._unmeasured = 0  # this epoch's steps left out (warm-up)
+        self._window_end = 0  # steps of this epoch counted into windows so far
+        self._end = None
         self._waiting_first_batch = True
 
-    def _add(self, counts: dict[str, int | None]) -> None:
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self._waiting_first_batch:
+            # Start the epoch's clock at its first step, not at on_epoch_begin:
+            # creating the epoch's input iterator (pipeline start-up) is not a step.
+            self._waiting_first_batch = False
+            now = time.perf_counter()
+            self._epoch["t0"] = self._window["t0"] = now
+        if not self._warm and self._steps_before_epoch + batch >= self.warmup_steps:
+            # Wait for the warm-up steps (one host sync per fit), then start the clock.
+            _compat.sync_training_state(self.model)
+            self._drain(batch)
+            self._warm = True
+            self._unmeasured = self._window_end = batch
+            self.skipped_steps = self._steps_before_epoch + batch
+            now = time.perf_counter()
+            self._epoch, self._window = self._fresh(now), self._fresh(now)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        done = batch + 1  # steps of this epoch done (the last of the execution)
+        if self.every_n_steps is None or not self._warm:
+            return
+        if (self._steps_before_epoch + done) // self.every_n_steps <= (
+                self._steps_before_epoch + self._window_end) // self.every_n_steps:
+            return
+        _compat.sync_training_state(self.model)  # waits for the steps: the clock is right
+        now = time.perf_counter()
+        steps, self._window_end = done - self._window_end, done
+        counts = self._drain(steps)
+        self._add(counts, steps)
+        rates = self._rates(self._window, now)
+        if logs is not None:
+            logs.update(rates)
+        self._writer.write(rates, self._steps_before_epoch + done, "batch_")
+        self._window = self._fresh(time.perf_counter())
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        if self._end is None:  # fit's validation: the training steps are done (Keras waited)
+            self._end = time.perf_counter()
+
+    def _add(self, counts: dict[str, int | None], steps: int) -> None:
         for acc in (self._epoch, self._window):
+            acc["steps"] += steps
             for key, value in counts.items():
                 acc[key] = None if value is None or acc[key] is None else acc[key] + value
 
@@ -284,44 +341,17 @@ class Throughput(keras.callbacks.Callback):
             )
         return rates
 
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        if self._waiting_first_batch:
-            # Start the epoch's clock at its first step, not at on_epoch_begin:
-            # creating the epoch's input iterator (pipeline start-up) is not a step.
-            self._waiting_first_batch = False
-            now = time.perf_counter()
-            self._epoch["t0"] = now
-            self._window["t0"] = now
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self._step += 1
-        self._pending += 1
-        if self._step <= self.warmup_steps:
-            self._drain(self._pending)
-            self._pending = 0
-            self.skipped_steps += 1
-            now = time.perf_counter()
-            self._epoch = self._fresh(now)
-            self._reset_window(now)
-            self._last_end = now
-            return
-        self._epoch["steps"] += 1
-        self._window["steps"] += 1
-        self._last_end = time.perf_counter()
-        if self.every_n_steps is not None and self._step % self.every_n_steps == 0:
-            self._add(self._drain(self._pending))
-            self._pending = 0
-            rates = self._rates(self._window, self._last_end)
-            if logs is not None:
-                logs.update(rates)
-            self._writer.write(rates, self._step, "batch_")
-            self._reset_window(time.perf_counter())
-
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self._pending:
-            self._add(self._drain(self._pending))
-            self._pending = 0
-        rates = self._rates(self._epoch, self._last_end)
+        end = self._end if self._end is not None else time.perf_counter()
+        _compat.sync_training_state(self.model)  # fit already synced: a no-op then
+        steps = self._iterations() - self._epoch_iterations
+        self._steps_before_epoch += steps
+        if not self._warm:
+            self.skipped_steps += steps
+            self._drain(steps)
+        elif steps > self._window_end:
+            self._add(self._drain(steps - self._window_end), steps - self._window_end)
+        rates = self._rates(self._epoch, end)
         self.epoch_rates.append(
             {
                 **rates,
@@ -329,7 +359,7 @@ class Throughput(keras.callbacks.Callback):
                 "examples": self._epoch["examples"],
                 "tokens": self._epoch["tokens"],
                 "padded_tokens": self._epoch["padded_tokens"],
-                "seconds": self._last_end - self._epoch["t0"],
+                "seconds": end - self._epoch["t0"],
             }
         )
         if logs is not None:

@@ -34,6 +34,8 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
+from keras_bertopt import _compat
+
 #: Attribute of the model holding ``{state name: (bindings, step variable)}``.
 REGISTRY_ATTR = "_kbo_masked_step"
 
@@ -160,14 +162,8 @@ def _masked_train_step(model: Any) -> Any:
 
 
 def sync_state(model: Any) -> None:
-    """Bring JAX `fit`'s state back into the model's variables (no-op elsewhere).
-
-    Between steps the JAX trainer keeps the weights outside the variables; after this the
-    variables can be read and assigned, and `fit` reads them again for its next step.
-    """
-    sync = getattr(model, "jax_state_sync", None)
-    if sync is not None:
-        sync()
+    """Bring JAX `fit`'s state back into the model's variables (no-op elsewhere)."""
+    _compat.sync_training_state(model)
 
 
 def enforce(bindings: Sequence[MaskBinding]) -> None:
