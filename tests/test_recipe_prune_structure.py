@@ -15,7 +15,7 @@ CONFIG = {
     "prune_structure": {"enabled": True, "heads": 0.5, "intermediate": 0.5, "layers": 1,
                         "importance": "taylor", "score_batches": 2, "steps_per_epoch": 4},
     "prune": {"enabled": False},
-    "qat": {"enabled": False},
+    "qat": {"enabled": True, "epochs": 1, "steps_per_epoch": 2},
     "export": {"enabled": False},
     "evaluate": {"splits": ["validation"]},
 }
@@ -43,7 +43,7 @@ def test_prune_structure_stage_runs_and_later_stages_use_the_smaller_model(tmp_p
 
     out = str(tmp_path / "run")
     result = recipe.run(CONFIG, output_dir=out, fit_verbose=0)
-    assert result["completed"] == ["finetune", "prune_structure", "evaluate"]
+    assert result["completed"] == ["finetune", "prune_structure", "qat", "evaluate"]
     state = json.loads(open(os.path.join(out, "state.json")).read())
     stage = state["stages"]["prune_structure"]
     assert stage["num_layers"] == 1 and stage["num_heads"] == [1]
@@ -53,5 +53,10 @@ def test_prune_structure_stage_runs_and_later_stages_use_the_smaller_model(tmp_p
     model = keras.saving.load_model(os.path.join(out, "prune_structure", "model.keras"),
                                     safe_mode=True, compile=False)
     assert model.backbone.num_heads == [1] and model.count_params() == stage["params_after"]
+    # QAT, the stage after, started from the smaller model: one layer of one head.
+    qat = keras.saving.load_model(os.path.join(out, "qat", "model.keras"), safe_mode=True,
+                                  compile=False)
+    assert qat.backbone.num_layers == 1 and qat.backbone.num_heads == [1]
+    assert qat.backbone.count_params() == model.backbone.count_params()
     evaluated = {m["stage"] for m in result["models"]}
-    assert "prune_structure" in evaluated
+    assert {"prune_structure", "qat"} <= evaluated
