@@ -31,6 +31,13 @@ Run (one step at a time, each after the previous one finished):
     nohup flock /tmp/kbo_bench.lock python benchmarks/recovery.py cache > cache.log 2>&1 &
     nohup flock /tmp/kbo_bench.lock python benchmarks/recovery.py row student3 > s3.log 2>&1 &
 
+``chain`` runs teacher, cache and the rows structured, student3 (both ``--save``) and
+student4 as consecutive processes inside one hold of the benchmark lock (each still
+writes its own section as it goes), so other benchmarks cannot slip in between steps:
+
+    nohup flock /tmp/kbo_bench.lock python benchmarks/recovery.py chain --rounds 1 \
+        --latency-sentences 200 > chain.log 2>&1 &
+
 ``--quick`` (with ``--limit``) is a smoke run on a few hundred sentences
 written to recovery_quick.json (not a result).
 """
@@ -318,10 +325,35 @@ def run_row(args: argparse.Namespace) -> None:
     update_result(args, section, row)
 
 
+CHAIN = (["teacher"], ["cache"], ["row", "structured", "--save"], ["row", "student3", "--save"],
+         ["row", "student4"])
+
+
+def run_chain(args: argparse.Namespace) -> None:
+    """Every step, one process each, in order; a failed step is logged and the next runs."""
+    import subprocess
+
+    latency_args = ["--rounds", str(args.rounds), "--latency-sentences",
+                    str(args.latency_sentences)]
+    for step in CHAIN:
+        name = step[1] if step[0] == "row" else step[0]
+        log(f"chain: start {name}")
+        path = os.path.join(args.log_dir, f"recovery_{name}.log")
+        with open(path, "w", encoding="utf-8") as out:
+            rc = subprocess.call([sys.executable, os.path.abspath(__file__), *step,
+                                  *(latency_args if step[0] == "row" else [])],
+                                 stdout=out, stderr=subprocess.STDOUT)
+        log(f"chain: end {name}, exit status {rc}, log {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="step", required=True)
     steps = {name: sub.add_parser(name) for name in ("teacher", "cache", "row")}
+    chain = sub.add_parser("chain")
+    chain.add_argument("--rounds", type=int, default=2)
+    chain.add_argument("--latency-sentences", type=int, default=300)
+    chain.add_argument("--log-dir", default=".")
     steps["row"].add_argument("name", choices=sorted(ROWS))
     steps["row"].add_argument("--epochs", type=int, default=1)
     steps["row"].add_argument("--lr", type=float, default=1e-4)
@@ -336,6 +368,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--teacher", default=None,
                        help="a .keras teacher instead of the cached full-epoch fine-tune")
     args = parser.parse_args(argv)
+    if args.step == "chain":
+        return run_chain(args)
     if args.quick:
         args.limit, args.dev_limit = args.limit or 256, args.dev_limit or 64
         if args.step == "row":
