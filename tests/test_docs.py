@@ -84,7 +84,7 @@ def test_recipe_configs_in_docs_validate(tmp_path):
                 path = tmp_path / data[split]
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text("sentence\tlabel\n" + "".join(
-                    f"{t}\t{y}\n" for t, y in zip(texts, labels)), encoding="utf-8")
+                    f"{t}\t{y}\n" for t, y in zip(texts, labels, strict=True)), encoding="utf-8")
         path = tmp_path / f"config_{n}.yaml"
         path.write_text(text, encoding="utf-8")
         assert isinstance(recipe.load_config(str(path)), recipe.RecipeConfig)
@@ -122,14 +122,35 @@ def test_readme_links_lead_to_files():
     assert not missing, f"README links to files that do not exist: {missing}"
 
 
-def test_readme_results_cite_the_date_of_their_json():
-    rows = re.findall(r"^\|[^\n]*\| (\d{4}-\d\d-\d\d) \| `(\w+)\.json` \|$", _read("README.md"),
-                      re.M)
+def _numbers(data):
+    """Every number in a JSON document."""
+    if isinstance(data, dict):
+        return [n for value in data.values() for n in _numbers(value)]
+    if isinstance(data, list):
+        return [n for value in data for n in _numbers(value)]
+    return [data] if isinstance(data, (int, float)) and not isinstance(data, bool) else []
+
+
+def _found(shown, unit, numbers):
+    """Whether a number of the JSON, shown as README shows it (its decimals), reads `shown`."""
+    scale = {"x": 1, "%": 100, " MB": 1e-6}[unit]
+    decimals = len(shown.split(".")[1]) if "." in shown else 0
+    return any(f"{scale * n:.{decimals}f}" == shown for n in numbers)
+
+
+def test_readme_results_are_those_of_the_json_they_cite():
+    rows = re.findall(r"^\| [^|]+ \| ([^|]+) \| (\d{4}-\d\d-\d\d) \| `(\w+)\.json` \|$",
+                      _read("README.md"), re.M)
     assert len(rows) >= 5
-    for date, name in rows:
+    for measured, date, name in rows:
         with open(os.path.join(REPO, "benchmarks", "results", f"{name}.json")) as f:
-            measured = json.load(f)["machine"]["date_utc"][:10]
-        assert date == measured, f"README cites {name}.json as of {date}; it is from {measured}"
+            data = json.load(f)
+        assert date == data["machine"]["date_utc"][:10], f"{name}.json is not from {date}"
+        numbers = _numbers(data)
+        values = re.findall(r"(\d+(?:\.\d+)?)(x| MB|%)", measured)
+        assert values, measured
+        for shown, unit in values:
+            assert _found(shown, unit, numbers), f"README: {shown}{unit} is not in {name}.json"
 
 
 # -------------------------------------------------------------- the benchmarks page's hook
