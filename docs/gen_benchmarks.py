@@ -53,22 +53,17 @@ DOCUMENTED_COMMANDS = {
                   "--rounds 2 --steps 4 --accuracy-steps 0",
 }
 
-#: latency.json file keys, in table order, with their names on the page.
-LATENCY_FILES = {
-    "float32/fixed128": "float32, fixed 128",
-    "float32/real_length": "float32, buckets (default)",
-    "float32/dynamic_length": "float32, one dynamic-length signature",
-    "dynamic/fixed128": "dynamic-range, fixed 128",
-    "dynamic/real_length": "dynamic-range, buckets (default)",
-    "dynamic/real_length_x2": "dynamic-range, buckets 16/32/64/128 (the old default)",
-    "ptq_int8/fixed128": "post-training int8, fixed 128",
-    "ptq_int8/real_length": "post-training int8, buckets",
-    "qat_int8/fixed128": "QAT int8, fixed 128",
-    "qat_int8/real_length": "QAT int8, buckets (default)",
-    "qat_dynamic/fixed128": "QAT with dynamic activations, fixed 128",
-    "qat_dynamic/real_length": "QAT with dynamic activations, buckets",
-    "qat_fully_integer/fixed128": "fully-integer QAT, fixed 128",
-    "qat_fully_integer/real_length": "fully-integer QAT, buckets",
+#: Names on the page of latency.json's file keys (``<mode>/<layout>``); unknown parts show as
+#: they are, so a new mode or layout appears in the table without a change here.
+LATENCY_MODES = {
+    "float32": "float32", "float16": "float16", "dynamic": "dynamic-range",
+    "ptq_int8": "post-training int8", "qat_int8": "QAT int8",
+    "qat_dynamic": "QAT with dynamic activations", "qat_fully_integer": "fully-integer QAT",
+}
+LATENCY_LAYOUTS = {
+    "fixed128": "fixed 128", "real_length": "length buckets", "buckets": "length buckets",
+    "default": "default layout", "dynamic_length": "one dynamic-length signature",
+    "real_length_x2": "buckets 16/32/64/128",
 }
 
 
@@ -178,16 +173,21 @@ def runs_table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def latency_table(results: dict[str, dict[str, Any]]) -> str:
+    """One row per file of ``latency.json``, in its order; paired ratios against the
+    dynamic-range file of the same layout (or the one dynamic-range file it was paired with)."""
     files = results.get("latency", {}).get("files") or {}
     lines = ["| file | median ms | p90 ms | x float32 fixed-128 | x dynamic-range (paired) "
              "| SST-2 dev | MB |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for key, label in LATENCY_FILES.items():
-        f = files.get(key)
-        if not f:
-            continue
-        layout = key.split("/")[1]
-        reference = "dynamic/fixed128" if layout == "fixed128" else "dynamic/real_length"
-        paired = 1.0 if key == reference else (f.get("paired_ratios") or {}).get(reference)
+    for key, f in files.items():
+        mode, _, layout = key.partition("/")
+        label = f"{LATENCY_MODES.get(mode, mode)}, {LATENCY_LAYOUTS.get(layout, layout)}"
+        against = {k: v for k, v in (f.get("paired_ratios") or {}).items()
+                   if k.startswith("dynamic/")}
+        paired = against.get(f"dynamic/{layout}")
+        if paired is None and len(against) == 1:
+            paired = next(iter(against.values()))
+        elif paired is None and mode == "dynamic":
+            paired = 1.0                         # the reference itself
         ratio = f.get("median_vs_float32_fixed128")
         lines.append(
             f"| {label} | {f['median_ms']:.2f} | {f['p90_ms']:.2f} "

@@ -197,11 +197,13 @@ def test_latency_table_from_json(hook, tmp_path):
 
     files = {"float32/fixed128": entry(40.0, 1.0, {"dynamic/fixed128": 2.5}, 0.9, 90e6),
              "dynamic/fixed128": entry(16.0, 0.4, {}, 0.91, 23e6),
-             "dynamic/real_length": entry(4.0, 0.1, {}, 0.91, 25e6)}
+             "dynamic/real_length": entry(4.0, 0.1, {}, 0.91, 25e6),
+             "newmode/newlayout": entry(3.0, None, {"dynamic/newlayout": 0.9}, 0.5, 1e6)}
     _result(tmp_path, "latency", "2026-12-03", files=files)
     page = hook.render("before\n<!-- results:latency -->\nafter", str(tmp_path))
     lines = page.splitlines()
     assert lines[0] == "before" and lines[-1] == "after"
     assert "| float32, fixed 128 | 40.00 | 80.00 | 1.000x | 2.50x | 90.00 | 90.0 |" in lines
-    assert "| dynamic-range, buckets (default) | 4.00 | 8.00 | 0.100x | 1.00x | 91.00 | 25.0 |" \
+    assert "| dynamic-range, length buckets | 4.00 | 8.00 | 0.100x | 1.00x | 91.00 | 25.0 |" \
         in lines
+    assert "| newmode, newlayout | 3.00 | 6.00 | - | 0.90x | 50.00 | 1.0 |" in lines
