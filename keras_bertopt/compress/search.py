@@ -217,7 +217,8 @@ def compress_to_target(
         candidates: shapes to consider (default `candidate_shapes(model)`).
         recovery: `RecoverySettings` (epochs, batch size, learning rate, KD).
         max_trials: most candidates recovered (the time budget, stated up front).
-        timing_sentences, timing_rounds: validation sentences timed, and passes.
+        timing_sentences: validation sentences timed.
+        timing_rounds: passes over them.
 
     Returns:
         A `CompressResult` naming the file to ship.
