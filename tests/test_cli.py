@@ -224,11 +224,13 @@ def test_evaluate_and_export_commands_on_demo_outputs(demo_run, tmp_path, capsys
                      "demo:validation"]) == 0
     printed = capsys.readouterr().out
     assert "MediaPipe metadata (labels ['negative', 'positive']): 100.0% label agreement" \
-        in printed and "x length 32, output probabilities" in printed
-    real_length = str(tmp_path / "real_length.tflite")
+        in printed and "x length dynamic (up to 32), output probabilities" in printed
+    plain = str(tmp_path / "plain.tflite")
     assert cli.main(["export", os.path.join(out, "prune", "model.keras"), "--output",
-                     real_length, "--no-metadata"]) == 0
-    assert "length buckets [16, 24, 32], output logits" in capsys.readouterr().out
+                     plain, "--no-metadata"]) == 0
+    printed = capsys.readouterr().out
+    assert "x length dynamic (up to 32), output logits" in printed
+    assert "MediaPipe metadata" not in printed
     # int8 of a float model needs representative data: refused before any work.
     assert cli.main(["export", os.path.join(out, "prune", "model.keras"), "--output",
                      str(tmp_path / "x.tflite"), "--quantization", "int8"]) == 2

@@ -34,7 +34,9 @@ def float_file(trained, tmp_path_factory):
     model, texts, _ = trained
     folder = tmp_path_factory.mktemp("float")
     path = str(folder / "model.tflite")
-    report = to_tflite(model, path, sample_data=texts, num_samples=64, latency_runs=3)
+    # The default layout (one dynamic-length signature); metadata off so the file keeps logits.
+    report = to_tflite(model, path, sample_data=texts, num_samples=64, latency_runs=3,
+                       metadata=False)
     return path, report
 
 
@@ -60,7 +62,7 @@ def test_float_export_matches_keras(float_file):
         assert f.read(8)[4:] == b"TFL3"
     assert report.quantization == "none" and not report.quantize_aware
     assert report.sequence_length == SEQ and report.batch_size == 1
-    assert report.layout == "buckets" and report.length_buckets == [16, 24, 32]  # the default
+    assert report.layout == "dynamic" and report.length_buckets is None  # the default
     assert report.size_bytes == os.path.getsize(path)
     assert 0 < report.gzip_bytes < report.size_bytes
     assert report.num_samples == 64 and report.sample_source == "sample_data"
@@ -110,14 +112,14 @@ def test_inspect_and_measure_latency(float_file):
     assert facts["ops"] == report.ops and facts["weight_params"] == report.weight_params
     # What the tiny 2-layer BERT must contain, all float32 and builtin: per layer q, k, v,
     # attention output and two feed-forward matmuls, plus pooler and logits (14 FULLY_CONNECTED);
-    # one softmax per layer; token and segment tables read by GATHER.
+    # one softmax per layer; token and segment tables read by float GATHERs.
     ops = facts["ops"]
     assert ops["FULLY_CONNECTED"] == {"float": 14}
     assert ops["SOFTMAX"] == {"float": 2}
-    assert ops["GATHER"] == {"float": 2}
+    assert ops["GATHER"]["float"] == 2  # int32 gathers (run-time shapes, the cut) are "other"
     assert not any(name.startswith(("FLEX", "CUSTOM")) for name in ops)
     assert all(w["dtype"] == "FLOAT32" for w in facts["weights"])
-    timing = measure_latency(path, runs=3, warmup=1, num_threads=1)
+    timing = measure_latency(path, runs=3, warmup=1, num_threads=1, sequence_length=SEQ)
     assert timing["runs"] == 3 and timing["sequence_length"] == SEQ
     assert 0 < timing["min_ms"] <= timing["median_ms"] <= timing["p90_ms"]
     with pytest.raises(ValueError, match="runs"):
@@ -336,7 +338,7 @@ def test_failure_after_writing_keeps_the_old_file(tiny_classifier, tmp_path, mon
     assert path.read_bytes() == b"previous export"
 
 
-def test_classifier_rejects_bad_files(trained, float_file, tmp_path):
+def test_classifier_rejects_bad_files(trained, float_file, fixed_float_report, tmp_path):
     import tensorflow as tf
 
     from keras_bertopt.export import TFLiteClassifier, measure_latency
@@ -368,8 +370,9 @@ def test_classifier_rejects_bad_files(trained, float_file, tmp_path):
     with pytest.raises(ValueError, match=r"unsigned\.tflite.*has no signature"):
         TFLiteClassifier(unsigned, model.preprocessor)
     long = build_classifier(TinyConfig(), 2, sequence_length=64).preprocessor
-    with pytest.raises(ValueError, match=r"model\.tflite.*buckets \[16, 24, 32\].*packs to 64"):
-        TFLiteClassifier(float_file[0], long)
+    with pytest.raises(ValueError, match=r"model\.tflite.*takes sequences of length 32 .*packs "
+                       "to 64"):
+        TFLiteClassifier(fixed_float_report.path, long)
     with pytest.raises(ValueError, match="`preprocessor`"):
         TFLiteClassifier(float_file[0], None)
 
@@ -400,8 +403,12 @@ def test_representative_data_forms_agree(tiny_classifier):
     shorter = preprocess_texts(pre, texts, sequence_length=16)
     assert shorter["token_ids"].shape == (5, 16) and pre.sequence_length == SEQ
     np.testing.assert_array_equal(shorter["token_ids"][:, :4], reference["token_ids"][:, :4])
-    with pytest.raises(ValueError, match="must have shape"):
-        collect_inputs(shorter, pre, SEQ, limit=10)
+    # Narrower ids (a per-batch padding preprocessor's) are padded; wider ones refused.
+    padded = collect_inputs(shorter, pre, SEQ, limit=10)
+    for key in reference:
+        np.testing.assert_array_equal(padded[key], reference[key])
+    with pytest.raises(ValueError, match=r"must have shape \[batch, <= 32\]"):
+        collect_inputs(preprocess_texts(pre, texts, sequence_length=64), pre, SEQ, limit=10)
     with pytest.raises(ValueError, match="yielded no examples"):
         collect_inputs(tf.data.Dataset.from_tensor_slices(texts).take(0).batch(2), pre, SEQ, 10)
     with pytest.raises(ValueError, match="must be raw strings, a tf.data.Dataset"):

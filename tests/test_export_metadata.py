@@ -31,7 +31,7 @@ def _mediapipe_check(model, path, texts, report):
     from keras_bertopt.export.metadata import mediapipe_labels
 
     assert report.metadata and report.labels == LABELS and report.output == "probabilities"
-    assert report.layout == "fixed"  # MediaPipe runs a file's first signature only
+    assert report.layout == "dynamic"  # the default: MediaPipe runs it at each text's length
     ours = TFLiteClassifier(path, model.preprocessor).predict(texts)
     theirs = mediapipe_labels(path, texts, LABELS)
     assert len(set(ours["labels"].tolist())) == 2  # a trained model: both classes occur
@@ -102,7 +102,7 @@ def test_metadata_arguments_fail_before_conversion(tiny_classifier, tmp_path, mo
         with pytest.raises(ValueError, match="`labels` must be 2 distinct non-empty names"):
             to_tflite(tiny_classifier, path, metadata=True, labels=labels)
     with pytest.raises(ValueError, match="with metadata=True only"):
-        to_tflite(tiny_classifier, path, labels=LABELS)
+        to_tflite(tiny_classifier, path, metadata=False, labels=LABELS)
     with pytest.raises(ValueError, match="cannot be combined with metadata=True"):
         to_tflite(tiny_classifier, path, metadata=True, labels=LABELS, length_buckets=(16,))
     tokenizer = tiny_classifier.preprocessor.tokenizer

@@ -15,6 +15,7 @@ from keras_bertopt.metrics import (
     confusion_matrix,
     predicted_labels,
 )
+from keras_bertopt.padding import concatenate_padded
 
 
 def _is_tf_dataset(data: Any) -> bool:
@@ -211,7 +212,7 @@ class ValidationMetrics(keras.callbacks.Callback):
             has_w = [w is not None for w in ws]
             if any(has_w) and not all(has_w):
                 raise ValueError("`data` has sample weights in some batches only")
-            x = keras.tree.map_structure(lambda *parts: np.concatenate(parts), *xs)
+            x = concatenate_padded(xs)  # batches may be padded to different widths
             y = np.concatenate(ys)
             w = np.concatenate(ws) if all(has_w) else None
         else:

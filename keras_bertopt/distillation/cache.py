@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from keras_bertopt.padding import concatenate_padded
+
 
 def cache_teacher_logits(
     teacher: Any,
@@ -73,7 +75,8 @@ def cache_teacher_logits(
         raise ValueError("`dataset` is empty")
     if batch_size is None:
         batch_size = int(labels[0].shape[0])
-    x_all = keras.tree.map_structure(lambda *parts: np.concatenate(parts), *features)
+    # Batches from a per-batch padding preprocessor differ in width: pad to the widest.
+    x_all = concatenate_padded(features)
     cached = tf.data.Dataset.from_tensor_slices(
         (x_all, (np.concatenate(labels), np.concatenate(logits)))
     )

@@ -6,14 +6,15 @@ metadata (`keras_bertopt.export.metadata`), inspect the flatbuffer
 (`keras_bertopt.export.flatbuffer`), verify against Keras and time it
 (`keras_bertopt.export.verify`), and report (`ExportReport`).
 
-By default the file holds one static-shape signature per length bucket (16,
-24, 32, 48, 64, 96, ... below the export length, and the export length) and
-runs each input in the shortest bucket that holds it, as fast as a fixed-length
-file of the bucket's length. A dynamic-length signature (``dynamic_length=True``)
-runs each input at its exact length, but older LiteRT versions' XNNPack refuse
-its dynamic-sized tensors; buckets run on every runtime and static-shape
-accelerator. Measurements: the documentation's benchmarks page (docs/benchmarks.md).
-With ``metadata=True`` the file has one fixed length (MediaPipe runs a file's first signature only).
+By default (`keras_bertopt.export.layout`) the file has one signature of
+input shape [1, -1]: MediaPipe Tasks, LiteRT and `TFLiteClassifier` run each
+sentence at its own length, and inputs longer than `sequence_length` are cut
+inside the file. With `mediapipe` installed and an uncased tokenizer it also
+carries MediaPipe TextClassifier metadata (and outputs probabilities), so the
+same file runs on raw text in MediaPipe on Android, iOS and the web.
+Post-training int8 stays at one fixed length (its calibration). Static layouts
+for GPU delegates, NNAPI and NPUs: ``length_buckets=None,
+dynamic_length=False`` (fixed) or ``length_buckets="default"`` (buckets).
 
 The file is written to a temporary name beside `path` and renamed
 (`keras_bertopt.files.atomic_output`), so a failed export leaves nothing at
@@ -43,6 +44,7 @@ from keras_bertopt.export import metadata as mediapipe_metadata
 from keras_bertopt.export.flatbuffer import builtin_op_names, inspect_tflite
 from keras_bertopt.export.inputs import collect_inputs, random_inputs, texts_of
 from keras_bertopt.export.interpreter import Signatures, make_interpreter
+from keras_bertopt.export.layout import resolve_layout
 from keras_bertopt.export.model_facts import (
     is_quantize_aware,
     max_sequence_length,
@@ -57,13 +59,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: Op types a QAT model's int8 file runs in float32 by default (`keep_float_ops="auto"`).
 QAT_FLOAT_OPS = ("BATCH_MATMUL", "GELU")
-
-#: Length buckets below the export length that `to_tflite` adds by default: each at
-#: most 1.5x the one before, so an input longer than 16 tokens runs padded by less
-#: than half; each signature adds its own small constants to the file
-#: (docs/benchmarks.md compares them with buckets 16/32/64/128).
-DEFAULT_LENGTH_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384)
-
 
 @dataclasses.dataclass
 class _Plan:
@@ -88,8 +83,8 @@ def to_tflite(
     sequence_length: int | None = None,
     *,
     length_buckets: Sequence[int] | str | None = "auto",
-    dynamic_length: bool = False,
-    metadata: bool = False,
+    dynamic_length: bool | str = "auto",
+    metadata: bool | str = "auto",
     labels: Sequence[str] | None = None,
     batch_size: int | None = 1,
     sample_data: Any = None,
@@ -122,21 +117,28 @@ def to_tflite(
             bucket, or its one fixed length); default: the preprocessor's
             `sequence_length` (128 without a preprocessor). Must not exceed the
             model's position table.
-        length_buckets: one static-shape signature (``len_<L>``) per length
-            below `sequence_length`, plus `sequence_length` itself;
-            `TFLiteClassifier` runs each input in the shortest bucket that
-            holds it. ``"auto"`` (default): ``DEFAULT_LENGTH_BUCKETS`` (16, 24,
-            32, 48, 64, 96, ...), or None with `metadata` and for post-training int8 (its
-            calibration quantizes every bucket's weights apart: 6x the file).
-            None: one signature (the fixed-length file: every input padded to
-            `sequence_length`, what accelerators that need static shapes take).
-        dynamic_length: with ``length_buckets=None``: one signature whose
-            sequence dimension is dynamic (each input runs at its own length;
-            slower on CPU, see above).
+        length_buckets: ``"auto"`` (default): one signature (dynamic or fixed
+            length, see `dynamic_length`). ``"default"`` (``DEFAULT_LENGTH_BUCKETS``:
+            16, 24, 32, 48, 64, 96, ...) or a list of lengths: one static
+            signature (``len_<L>``) per length below `sequence_length`, plus
+            `sequence_length`; `TFLiteClassifier` runs each input in the
+            shortest bucket that holds it (static-shape delegates; no metadata).
+            None: one signature.
+        dynamic_length: ``"auto"`` (default): True with ``length_buckets="auto"``
+            for every mode but post-training int8 (whose calibration is per
+            static shape). True: one ``[batch, -1]`` signature; each input
+            runs at its own length and inputs longer than `sequence_length`
+            keep their first ``sequence_length - 1`` tokens and their last
+            (``[SEP]``), in the file itself. False: a fixed length (with
+            ``length_buckets=None``), what GPU delegates and NPUs take.
         metadata: embed MediaPipe TextClassifier metadata (the tokenizer's
             vocabulary and `labels`, see `keras_bertopt.export.metadata`) and
-            output softmax probabilities (MediaPipe's scores). Needs `mediapipe`.
-        labels: class names, one per class (required with `metadata`).
+            output softmax probabilities (MediaPipe's scores). ``"auto"``
+            (default): when `mediapipe` is installed, the file has one
+            signature of batch 1 and the tokenizer is uncased WordPiece.
+            True needs `mediapipe`.
+        labels: class names, one per class (with ``metadata=True``; default
+            with ``"auto"``: ``"0"``, ``"1"``, ...).
         batch_size: 1 (fixed, what phones run) or None (a dynamic batch).
         sample_data: verification examples (same forms as
             `representative_data`); default: `representative_data`, else random
@@ -175,7 +177,8 @@ def to_tflite(
         ValueError: unknown `quantization`; ``"int8"`` of a float model
             without `representative_data`; `sequence_length` or a bucket beyond
             the model's position table; bad `batch_size`, `num_samples`,
-            `length_buckets`, `labels` or tokenizer for `metadata`,
+            `length_buckets`, `dynamic_length`, `metadata`, `labels` or
+            tokenizer for ``metadata=True``,
             `converter_options`, `representative_data` or `sample_data` -- all
             before any conversion. Conversion, loading and verification errors
             propagate; no file is left at `path` then (an older file there is
@@ -199,7 +202,8 @@ def to_tflite(
         content, fake_quant_ops = converter.convert(
             model, plan.quantization, plan.signatures, batch_size=plan.batch_size,
             output=plan.output, calibration=calibration, converter_options=converter_options,
-            keep_float_ops=plan.keep_float_ops, qat=plan.qat, sparse_weights=sparse_weights)
+            keep_float_ops=plan.keep_float_ops, qat=plan.qat, sparse_weights=sparse_weights,
+            max_length=plan.sequence_length)
         if plan.labels is not None:
             content = mediapipe_metadata.attach_metadata(content, plan.preprocessor, plan.labels)
         with open(tmp, "wb") as f:
@@ -240,22 +244,12 @@ def _plan(model: Any, quantization: str, representative_data: Any, sequence_leng
             "ranges; or pass a keras_bertopt.quantization.quantize_aware model"
         )
     preprocessor = getattr(model, "preprocessor", None)
-    if length_buckets == "auto":
-        # Post-training int8 calibrates and quantizes each bucket's weights on its own:
-        # on MiniLM the bucketed file was 138 MB against 23 MB fixed, so "auto" is fixed.
-        length_buckets = (None if metadata or dynamic_length
-                          or converter.needs_calibration(quantization, qat)
-                          else DEFAULT_LENGTH_BUCKETS)
-    sequence_length, buckets = _lengths(model, preprocessor, sequence_length, length_buckets)
-    if buckets and (metadata or dynamic_length):
-        other = ("metadata=True (MediaPipe runs a file's first signature only)" if metadata
-                 else "dynamic_length=True")
-        raise ValueError(f"`length_buckets` cannot be combined with {other}; pass "
-                         "length_buckets=None")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"`batch_size` must be a positive integer or None, got {batch_size!r}")
-    if not isinstance(dynamic_length, bool):
-        raise ValueError(f"`dynamic_length` must be True or False, got {dynamic_length!r}")
+    layout = resolve_layout(quantization, qat, preprocessor, _num_classes(model),
+                            length_buckets=length_buckets, dynamic_length=dynamic_length,
+                            metadata=metadata, labels=labels, batch_size=batch_size)
+    sequence_length = _sequence_length(model, preprocessor, sequence_length)
     qat_config = getattr(model, "quantization_config", None)
     fully_integer = bool(getattr(qat_config, "fully_integer", False))
     if qat and quantization == "int8" and getattr(qat_config, "activations", "") == "dynamic":
@@ -268,21 +262,17 @@ def _plan(model: Any, quantization: str, representative_data: Any, sequence_leng
         raise ValueError("a fully_integer QAT model exports with quantization='int8', "
                          "not 'dynamic'")
     kept = _keep_float_ops(keep_float_ops, quantization, qat, fully_integer)
-    if metadata:
-        mediapipe_metadata.check_tokenizer(preprocessor, labels, _num_classes(model))
-    elif labels is not None:
-        raise ValueError("`labels` are written into the file with metadata=True only")
     return _Plan(
         quantization=quantization, qat=qat, preprocessor=preprocessor,
         sequence_length=sequence_length,
-        signatures=converter.signature_lengths(sequence_length, buckets, dynamic_length),
-        batch_size=batch_size, output="probabilities" if metadata else "logits",
-        labels=list(labels) if metadata else None, keep_float_ops=kept,
+        signatures=converter.signature_lengths(sequence_length, layout.length_buckets,
+                                               layout.dynamic_length),
+        batch_size=batch_size, output="probabilities" if layout.metadata else "logits",
+        labels=layout.labels, keep_float_ops=kept,
     )
 
 
-def _lengths(model: Any, preprocessor: Any, sequence_length: Any,
-             length_buckets: Any) -> tuple[int, list[int] | None]:
+def _sequence_length(model: Any, preprocessor: Any, sequence_length: Any) -> int:
     if sequence_length is None:
         sequence_length = int(getattr(preprocessor, "sequence_length", None) or 128)
     if not isinstance(sequence_length, (int, np.integer)) or sequence_length < 2:
@@ -294,17 +284,7 @@ def _lengths(model: Any, preprocessor: Any, sequence_length: Any,
             f"`sequence_length` {sequence_length} exceeds the model's maximum sequence length "
             f"{limit} (its position embedding table)"
         )
-    if length_buckets is None or (isinstance(length_buckets, (tuple, list)) and
-                                  not length_buckets):
-        return sequence_length, None
-    if isinstance(length_buckets, str) or not all(
-            isinstance(b, (int, np.integer)) and not isinstance(b, bool) and b >= 2
-            for b in length_buckets):
-        raise ValueError(
-            f"`length_buckets` must be 'auto', None or integers >= 2 such as (16, 32, 64), "
-            f"got {length_buckets!r}"
-        )
-    return sequence_length, [int(b) for b in length_buckets]
+    return sequence_length
 
 
 def _keep_float_ops(keep_float_ops: Any, quantization: str, qat: bool,

@@ -92,11 +92,40 @@ def signature_lengths(sequence_length: int, length_buckets: Sequence[int] | None
     return [(DEFAULT_SIGNATURE, None if dynamic_length else sequence_length)]
 
 
-def serving_function(model: Any, output: str = "logits") -> Any:
-    """The traced body of every signature: int32 ids in, {output: logits or softmax} out."""
+def keep_first_and_last(inputs: dict[str, Any], max_length: int) -> dict[str, Any]:
+    """Inputs cut to `max_length` positions inside the graph: the first ``max_length - 1``
+    and each row's last real token (its ``[SEP]``), as keras-hub's packer truncates.
+
+    Rows of at most `max_length` tokens pass unchanged (the gather is the identity).
+    A dynamic-length file gets this so an input longer than the position table
+    (MediaPipe does not truncate) runs as its truncation, never out of range.
+    """
+    import tensorflow as tf
+
+    width = tf.shape(inputs["token_ids"])[1]
+    kept = tf.minimum(width, max_length)
+    positions = tf.range(kept)
+    real = tf.reduce_sum(tf.cast(tf.cast(inputs["padding_mask"], tf.bool), tf.int32), axis=1)
+    # Each row's last kept position reads its last real token when the row is longer.
+    last = tf.clip_by_value(tf.maximum(real - 1, kept - 1), 0, width - 1)
+    index = tf.where(positions[None, :] == kept - 1, last[:, None], positions[None, :])
+    return {k: tf.gather(v, index, batch_dims=1) for k, v in inputs.items()}
+
+
+def serving_function(model: Any, output: str = "logits", max_length: int | None = None) -> Any:
+    """The traced body of every signature: int32 ids in, {output: logits or softmax} out.
+
+    With `max_length` (dynamic-length signatures) longer inputs are cut in the
+    graph (`keep_first_and_last`).
+    """
     import tensorflow as tf
 
     def serve(token_ids: Any, segment_ids: Any, padding_mask: Any) -> dict[str, Any]:
+        if max_length is not None:
+            cut = keep_first_and_last({"token_ids": token_ids, "segment_ids": segment_ids,
+                                       "padding_mask": padding_mask}, max_length)
+            token_ids, segment_ids = cut["token_ids"], cut["segment_ids"]
+            padding_mask = cut["padding_mask"]
         logits = model(
             {
                 "token_ids": token_ids,
@@ -121,7 +150,8 @@ def _count_fake_quant_ops(concrete: Any) -> int:
 
 
 def write_saved_model(model: Any, folder: str, signatures: list[tuple[str, int | None]],
-                      batch_size: int | None, output: str) -> int:
+                      batch_size: int | None, output: str,
+                      max_length: int | None = None) -> int:
     """Trace one endpoint per signature into a SavedModel; returns the fake-quant op count."""
     import keras
     import tensorflow as tf
@@ -131,7 +161,8 @@ def write_saved_model(model: Any, folder: str, signatures: list[tuple[str, int |
     fake_quant_ops = 0
     for key, length in signatures:
         spec = [tf.TensorSpec([batch_size, length], tf.int32, name=n) for n in INPUT_NAMES]
-        endpoint = archive.add_endpoint(key, serving_function(model, output),
+        serve = serving_function(model, output, max_length if length is None else None)
+        endpoint = archive.add_endpoint(key, serve,
                                         input_signature=spec)
         fake_quant_ops = _count_fake_quant_ops(endpoint.get_concrete_function())
     archive.write_out(folder, verbose=False)
@@ -209,8 +240,12 @@ def convert(
     keep_float_ops: Sequence[str] = (),
     qat: bool = False,
     sparse_weights: bool = False,
+    max_length: int | None = None,
 ) -> tuple[bytes, int]:
     """The TFLite flatbuffer of `model`; returns (bytes, fake-quant ops in the traced graph).
+
+    `max_length`: the longest input a dynamic-length signature runs (longer
+    ones are cut in the file, `keep_first_and_last`).
 
     Raises:
         ValueError: a quantize-aware model whose traced graph has no fake-quant
@@ -224,7 +259,8 @@ def convert(
         # quantized by LiteRT at run time, so no activation fake-quant is traced.
         runtime = qat and quantization == "dynamic"
         with runtime_activations() if runtime else contextlib.nullcontext():
-            fake_quant_ops = write_saved_model(model, folder, signatures, batch_size, output)
+            fake_quant_ops = write_saved_model(model, folder, signatures, batch_size, output,
+                                               max_length)
         if quantization == "int8" and qat and fake_quant_ops == 0:
             raise ValueError(
                 "`model` is a quantize-aware model but its traced graph has no fake-quant ops, "

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from keras_bertopt.padding import concatenate_padded
 from keras_bertopt.texts import as_strings, is_text_list
 
 #: The input names every exported file has (int32, shape [batch, sequence_length]).
@@ -80,7 +81,9 @@ def preprocess_texts(preprocessor: Any, texts: Any, batch_size: int = 64,
     if not parts:
         length = sequence_length or previous or 0
         return {k: np.zeros((0, length), np.int32) for k in INPUT_NAMES}
-    return {k: np.concatenate([p[k] for p in parts]) for k in INPUT_NAMES}
+    # A preprocessor that pads each batch to its own bucket (`dynamic_padding`) returns
+    # chunks of different widths: pad them to the packing length (or the widest).
+    return concatenate_padded(parts, width=sequence_length if previous is not None else None)
 
 
 def _int32_inputs(x: Any) -> dict[str, np.ndarray]:
@@ -142,7 +145,7 @@ def collect_inputs(
             add(element)
     if count == 0:
         raise ValueError(f"`{argument}` yielded no examples")
-    return {k: np.concatenate([c[k] for c in chunks]) for k in INPUT_NAMES}
+    return concatenate_padded(chunks, width=sequence_length)
 
 
 def _element_arrays(x: Any, preprocessor: Any, sequence_length: int,
@@ -163,10 +166,10 @@ def _element_arrays(x: Any, preprocessor: Any, sequence_length: int,
                 "dicts of token_ids/segment_ids/padding_mask instead"
             )
         arrays = preprocess_texts(preprocessor, texts, sequence_length=sequence_length)
-    bad = {k: v.shape for k, v in arrays.items() if v.ndim != 2 or v.shape[1] != sequence_length}
+    bad = {k: v.shape for k, v in arrays.items() if v.ndim != 2 or v.shape[1] > sequence_length}
     if bad:
         raise ValueError(
-            f"`{argument}` inputs must have shape [batch, {sequence_length}], got {bad}"
+            f"`{argument}` inputs must have shape [batch, <= {sequence_length}], got {bad}"
         )
     return arrays
 

@@ -89,13 +89,12 @@ def _tokenizer(preprocessor: Any) -> Any:
     return tokenizer
 
 
-def check_tokenizer(preprocessor: Any, labels: Sequence[str] | None, num_classes: int) -> None:
-    """Raise if MediaPipe's BERT tokenizer and labels cannot express this model.
+def check_tokenizer(preprocessor: Any) -> None:
+    """Raise if MediaPipe's BERT tokenizer cannot run the model's tokenizer.
 
     Raises:
         ValueError: no keras-hub WordPiece tokenizer; a cased tokenizer
-            (MediaPipe lowercases); the vocabulary lacks [CLS]/[SEP]/[UNK]; or
-            `labels` is not one non-empty, distinct name per class.
+            (MediaPipe lowercases); the vocabulary lacks [CLS]/[SEP]/[UNK].
     """
     tokenizer = _tokenizer(preprocessor)
     name = type(tokenizer).__name__
@@ -114,6 +113,10 @@ def check_tokenizer(preprocessor: Any, labels: Sequence[str] | None, num_classes
     missing = [t for t in ("[CLS]", "[SEP]", "[UNK]") if t not in vocabulary]
     if missing:
         raise ValueError(f"metadata=True: the tokenizer's vocabulary lacks {missing}")
+
+
+def check_labels(labels: Sequence[str] | None, num_classes: int) -> None:
+    """Raise unless `labels` are `num_classes` distinct non-empty names."""
     if labels is None or isinstance(labels, str) or len(labels) != num_classes or any(
             not isinstance(x, str) or not x.strip() for x in labels) or len(set(labels)) != len(
             labels):

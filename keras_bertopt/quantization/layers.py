@@ -173,18 +173,72 @@ class LayerQuantizer(keras.layers.Layer):
         return config
 
 
+def matrix_form(equation: str | None, input_rank: int,
+                kernel_shape: Sequence[int]) -> int | None:
+    """Leading input axes kept when the layer is one 2-D matmul, or None when it is not.
+
+    A Dense layer (`equation` None) or an EinsumDense whose equation reads
+    ``batch + contracted, contracted + free -> batch + free`` (``"abc,cde->abde"``,
+    ``"abcd,cde->abe"``) is ``reshape(x, [-1, K]) @ reshape(kernel, [K, N])``.
+    """
+    if equation is None:
+        return input_rank - 1
+    lhs, out = equation.replace(" ", "").split("->")
+    x_axes, kernel_axes = lhs.split(",")
+    if "." in equation or len(x_axes) != input_rank or len(kernel_axes) != len(kernel_shape):
+        return None
+    for k in range(1, len(kernel_axes) + 1):
+        batch = x_axes[:-k]
+        if x_axes[-k:] == kernel_axes[:k] and out == batch + kernel_axes[k:]:
+            return len(batch)
+    return None
+
+
+def _matmul_2d(x: Any, kernel: Any, bias: Any, batch_axes: int) -> tuple[Any, Any]:
+    """(y as [-1, N] with the bias added, the output shape) of a layer in matrix form."""
+    free = tuple(kernel.shape[len(x.shape) - batch_axes:])
+    contracted = 1
+    for size in kernel.shape[:len(x.shape) - batch_axes]:
+        contracted *= int(size)
+    width = 1
+    for size in free:
+        width *= int(size)
+    shape = ops.shape(x)
+    y = ops.matmul(ops.reshape(x, (-1, contracted)), ops.reshape(kernel, (contracted, width)))
+    if bias is not None:
+        y = ops.add(y, ops.reshape(bias, (width,)))
+    return y, (*[shape[i] for i in range(batch_axes)], *free)
+
+
 def _matmul_call(
     layer: Any, quantizer: LayerQuantizer, inputs: Any, training: Any = None
 ) -> Any:
-    """Fake-quantized forward pass of a Dense or EinsumDense layer instance."""
+    """Fake-quantized forward pass of a Dense or EinsumDense layer instance.
+
+    When an input axis has no static size (a dynamic-length export), the layer
+    runs as one 2-D matmul with the bias and the output fake-quant right after
+    it and the reshape back last: with run-time shapes TFLiteConverter keeps a
+    FULLY_CONNECTED int8 only when its output's FakeQuant follows it directly
+    (otherwise 10 of the tiny model's 14 stayed float).
+    """
     training = bool(training) if training is not None else False
     x = quantizer.quantize_input(inputs, training)
     kernel = quantizer.quantize_kernel(layer.kernel)
     equation = getattr(layer, "equation", None)  # EinsumDense has one, Dense does not
-    y = ops.einsum(equation, x, kernel) if equation else ops.matmul(x, kernel)
-    if layer.bias is not None:
-        y = ops.add(y, layer.bias)
-    y = quantizer.quantize_output(y, training)
+    batch_axes = None
+    if any(size is None for size in tuple(x.shape)[1:]):
+        batch_axes = matrix_form(equation, len(x.shape), tuple(layer.kernel.shape))
+        if batch_axes is not None and layer.bias is not None and tuple(layer.bias.shape) != \
+                tuple(layer.kernel.shape)[len(x.shape) - batch_axes:]:
+            batch_axes = None  # a bias on part of the free axes: keep the plain path
+    if batch_axes is not None:
+        y, shape = _matmul_2d(x, kernel, layer.bias, batch_axes)
+        y = ops.reshape(quantizer.quantize_output(y, training), shape)
+    else:
+        y = ops.einsum(equation, x, kernel) if equation else ops.matmul(x, kernel)
+        if layer.bias is not None:
+            y = ops.add(y, layer.bias)
+        y = quantizer.quantize_output(y, training)
     quantizer.count(training)
     if layer.activation is not None:
         y = layer.activation(y)
