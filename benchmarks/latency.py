@@ -11,12 +11,13 @@ PATH.keras``), measured in one run on this machine:
   (``QuantizationConfig(activations="dynamic")``: int8 weights learned, the
   ``"dynamic"`` file) and ``qat_fully_integer`` (``fully_integer=True``, every
   op int8 / int32; ``--no-fully-integer`` skips it);
-* each as a fixed-128 file (``length_buckets=None``: every sentence padded to
-  128) and as `to_tflite`'s default real-length file (length buckets
-  16/24/32/48/64/96/128: each sentence runs in the shortest bucket that holds it);
-  float32 also with one dynamic-length signature (``dynamic_length=True``) and
-  dynamic-range also with buckets 16/32/64/128 (``real_length_x2``), the
-  alternatives the default was chosen against;
+* each in three layouts: ``fixed128`` (``length_buckets=None,
+  dynamic_length=False``: every sentence padded to 128), ``buckets``
+  (``length_buckets="default"``: 16/24/32/48/64/96/128, each sentence in the
+  shortest bucket that holds it) and ``default`` (`to_tflite`'s default: one
+  dynamic-length signature, each sentence at its own length, with MediaPipe
+  metadata when `mediapipe` is installed); post-training int8 as fixed-128 only
+  (its default is fixed length: calibration is per static shape);
 * per file: the 872 dev sentences in dataset order, batch 1, one interpreter
   thread, each call timed through `TFLiteClassifier.predict_logits` (bucket
   choice and trimming included), in ``--rounds`` (3) paired rounds: every file
@@ -27,8 +28,10 @@ PATH.keras``), measured in one run on this machine:
   dynamic-range's in the same layout, same sentence and round); dev accuracy;
   label agreement with the same mode's fixed-128 file; size; op counts;
 * ratios against float32 fixed-128 (latency) and accuracy deltas against it;
-* MediaPipe: a float32 file with metadata (`metadata=True`), MediaPipe's
-  `TextClassifier` on every dev sentence vs `TFLiteClassifier` (label agreement).
+* MediaPipe (`mediapipe_timing`): MediaPipe Tasks' `TextClassifier` per dev
+  sentence, raw text in, on the dynamic-range default file and on a fixed-128
+  metadata file, paired with `TFLiteClassifier.predict([text])` on the default
+  file; label agreement of MediaPipe with `TFLiteClassifier`.
 
 Default run: about 15-20 minutes on the shared 2-core machine (QAT ~3 of them).
 ``--quick``: 5 QAT steps, 100 dev sentences (development only, not a result).
@@ -59,6 +62,7 @@ from common import (  # noqa: E402
     sst2_examples,
     write_result,
 )
+from mediapipe_timing import paired_mediapipe, print_table  # noqa: E402
 
 SEQUENCE_LENGTH = 128
 TRAIN_SEQUENCE_LENGTH = 64
@@ -68,13 +72,12 @@ NUM_THREADS = 1
 QAT_PEAK_LEARNING_RATE = 2e-5
 #: The file layouts compared: name -> `to_tflite` length arguments.
 LAYOUTS = {
-    "fixed128": {"length_buckets": None},
-    "real_length": {},  # to_tflite's default: length buckets 16/24/32/48/64/96/128
-    "dynamic_length": {"length_buckets": None, "dynamic_length": True},
-    "real_length_x2": {"length_buckets": (16, 32, 64)},  # the default before 2026-12-03
+    "fixed128": {"length_buckets": None, "dynamic_length": False, "metadata": False},
+    "buckets": {"length_buckets": "default"},  # 16/24/32/48/64/96/128
+    "default": {},  # one dynamic-length signature (+ MediaPipe metadata when installed)
 }
-#: The one file each alternative layout is measured for.
-ALTERNATIVE_LAYOUTS = {"dynamic_length": "float32", "real_length_x2": "dynamic"}
+#: Sources measured in the fixed-128 layout only.
+FIXED_ONLY = ("ptq_int8",)
 
 
 def log(message: str) -> None:
@@ -132,8 +135,8 @@ def paired_ratios(times: dict, key: str) -> dict:
     name, layout = key.split("/")
     out = {}
     others = ["float32/fixed128", f"dynamic/{layout}"]
-    if layout in ALTERNATIVE_LAYOUTS:
-        others.append(f"{name}/real_length")
+    if layout == "default":
+        others.append(f"{name}/buckets")
     for other in others:
         if other in times and other != key:
             ratio = np.asarray(times[key]) / np.asarray(times[other])
@@ -194,8 +197,6 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--model", default=None, help="a fine-tuned .keras classifier")
     parser.add_argument("--qat-steps", type=int, default=None, help="QAT steps (50)")
     parser.add_argument("--quick", action="store_true", help="development run (not a result)")
-    parser.add_argument("--no-dynamic-length", action="store_true",
-                        help="skip the dynamic-length files")
     parser.add_argument("--qat-distill", action="store_true",
                         help="QAT learns from the float model (Distiller, T 2, alpha 0.7)")
     parser.add_argument("--rounds", type=int, default=3,
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--no-fully-integer", action="store_true",
                         help="skip the fully-integer QAT file")
     parser.add_argument("--no-mediapipe", action="store_true",
-                        help="skip MediaPipe's TextClassifier on a metadata file")
+                        help="skip MediaPipe's TextClassifier timing")
     args = parser.parse_args(argv)
     qat_steps = args.qat_steps if args.qat_steps is not None else (5 if args.quick else 50)
     if qat_steps < 0:
@@ -225,7 +226,8 @@ def main(argv: list[str] | None = None) -> str:
     keras_accuracy = evaluate_accuracy(model, sst2_dataset("dev", 64, limit=limit))
     log(f"float Keras dev accuracy {keras_accuracy:.4f}; token lengths median "
         f"{np.median(lengths):.0f}, p90 {np.percentile(lengths, 90):.0f}")
-    sources = {"float32": (model, "none", {}), "dynamic": (model, "dynamic", {}),
+    sources = {"float32": (model, "none", {}), "float16": (model, "float16", {}),
+               "dynamic": (model, "dynamic", {}),
                "ptq_int8": (model, "int8", {"representative_data": calibration,
                                             "calibration_samples": CALIBRATION_SAMPLES})}
     result: dict = {"quick": args.quick, "model": args.model or "common.finetuned_minilm()",
@@ -255,9 +257,7 @@ def main(argv: list[str] | None = None) -> str:
     files: dict = {}
     for name, (source, quantization, kwargs) in sources.items():
         for layout, length_kwargs in LAYOUTS.items():
-            if layout in ALTERNATIVE_LAYOUTS and name != ALTERNATIVE_LAYOUTS[layout]:
-                continue
-            if layout == "dynamic_length" and args.no_dynamic_length:
+            if name in FIXED_ONLY and layout != "fixed128":
                 continue
             key = f"{name}/{layout}"
             path = os.path.join(folder, f"{name}_{layout}.tflite")
@@ -297,32 +297,19 @@ def main(argv: list[str] | None = None) -> str:
         os.remove(info["path"])
     result["budget"]["timing_rounds"] = rounds
     if not args.no_mediapipe:
-        result["mediapipe"] = mediapipe_check(model, folder, texts)
+        result["mediapipe"] = paired_mediapipe(model, folder, texts, truth, rounds,
+                                               SEQUENCE_LENGTH, log)
     result["files"] = _compare(rows)
     result["seconds"] = round(time.perf_counter() - wall, 1)
     _print_table(result["files"])
-    for layout, name in ALTERNATIVE_LAYOUTS.items():
-        ratio = result["files"].get(f"{name}/{layout}", {}).get("paired_ratios", {})
-        if f"{name}/real_length" in ratio:
-            print(f"{name}/{layout}: {ratio[f'{name}/real_length']:.3f}x the time of "
-                  f"{name}/real_length (paired median)")
+    for key, row in result["files"].items():
+        name, layout = key.split("/")
+        if layout == "default" and f"{name}/buckets" in row.get("paired_ratios", {}):
+            print(f"{key}: {row['paired_ratios'][f'{name}/buckets']:.3f}x the time of "
+                  f"{name}/buckets in LiteRT (paired median)")
+    if "mediapipe" in result:
+        print_table(result["mediapipe"])
     return write_result("latency_quick" if args.quick else "latency", result)
-
-
-def mediapipe_check(model, folder: str, texts: list) -> dict:
-    """MediaPipe's TextClassifier vs TFLiteClassifier on every dev sentence (float32 + metadata)."""
-    from keras_bertopt.export import to_tflite
-
-    path = os.path.join(folder, "float32_mediapipe.tflite")
-    report = to_tflite(model, path, metadata=True, labels=["negative", "positive"],
-                       sequence_length=SEQUENCE_LENGTH, sample_data=texts,
-                       num_samples=len(texts), latency_runs=0)
-    os.remove(path)
-    log(f"MediaPipe TextClassifier: {report.mediapipe_agreement:.4f} label agreement with "
-        f"TFLiteClassifier on {report.mediapipe_samples} dev sentences")
-    return {"label_agreement_with_tflite_classifier": report.mediapipe_agreement,
-            "sentences": report.mediapipe_samples, "layout": report.layout,
-            "keras_label_agreement": report.label_agreement}
 
 
 def _compare(rows: dict) -> dict:
