@@ -284,8 +284,9 @@ def _add_file_commands(sub: Any) -> None:
     p.add_argument("--representative-batches", type=int, default=8)
     p.add_argument("--metadata", action=argparse.BooleanOptionalAction, default=None,
                    help="embed MediaPipe TextClassifier metadata (vocabulary, --labels; the "
-                   "file then has one fixed length); default: on when mediapipe is installed "
-                   "and the tokenizer is uncased. --no-metadata: a real-length file")
+                   "file then outputs probabilities); default: on when mediapipe is installed "
+                   "and the tokenizer is uncased. --no-metadata: logits out, no metadata. "
+                   "Either way the file runs each text at its own length")
     p.add_argument("--labels", help="comma-separated class names for the metadata (default: "
                    "0,1,...)")
     _data_args(p)

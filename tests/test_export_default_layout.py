@@ -72,6 +72,8 @@ def test_layout_rules(tiny_classifier):
     ptq = resolve_layout("int8", False, pre, 2)  # calibrated per static shape: fixed
     assert (ptq.length_buckets, ptq.dynamic_length, ptq.metadata) == (None, False,
                                                                       has_mediapipe)
+    integer = resolve_layout("int8", True, pre, 2, fully_integer=True)  # integer-only chips
+    assert (integer.dynamic_length, integer.metadata) == (False, False)
     fixed = resolve_layout("none", False, pre, 2, length_buckets=None, labels=LABELS)
     assert not fixed.dynamic_length and fixed.labels == (LABELS if has_mediapipe else None)
     buckets = resolve_layout("none", False, pre, 2, length_buckets="default")

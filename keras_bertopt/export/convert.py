@@ -126,16 +126,18 @@ def to_tflite(
             None: one signature.
         dynamic_length: ``"auto"`` (default): True with ``length_buckets="auto"``
             for every mode but post-training int8 (whose calibration is per
-            static shape). True: one ``[batch, -1]`` signature; each input
-            runs at its own length and inputs longer than `sequence_length`
-            keep their first ``sequence_length - 1`` tokens and their last
-            (``[SEP]``), in the file itself. False: a fixed length (with
+            static shape) and ``fully_integer`` QAT (integer-only accelerators).
+            True: one ``[batch, -1]`` signature; each input runs at its own
+            length, and inputs longer than `sequence_length` keep their first
+            ``sequence_length - 1`` tokens and their last (``[SEP]``), in the
+            file itself. False: a fixed length (with
             ``length_buckets=None``), what GPU delegates and NPUs take.
         metadata: embed MediaPipe TextClassifier metadata (the tokenizer's
             vocabulary and `labels`, see `keras_bertopt.export.metadata`) and
             output softmax probabilities (MediaPipe's scores). ``"auto"``
             (default): when `mediapipe` is installed, the file has one
-            signature of batch 1 and the tokenizer is uncased WordPiece.
+            signature of batch 1, the tokenizer is uncased WordPiece and the
+            model is not ``fully_integer`` (the probabilities are float).
             True needs `mediapipe`.
         labels: class names, one per class (with ``metadata=True``; default
             with ``"auto"``: ``"0"``, ``"1"``, ...).
@@ -246,12 +248,13 @@ def _plan(model: Any, quantization: str, representative_data: Any, sequence_leng
     preprocessor = getattr(model, "preprocessor", None)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"`batch_size` must be a positive integer or None, got {batch_size!r}")
-    layout = resolve_layout(quantization, qat, preprocessor, _num_classes(model),
-                            length_buckets=length_buckets, dynamic_length=dynamic_length,
-                            metadata=metadata, labels=labels, batch_size=batch_size)
-    sequence_length = _sequence_length(model, preprocessor, sequence_length)
     qat_config = getattr(model, "quantization_config", None)
     fully_integer = bool(getattr(qat_config, "fully_integer", False))
+    layout = resolve_layout(quantization, qat, preprocessor, _num_classes(model),
+                            length_buckets=length_buckets, dynamic_length=dynamic_length,
+                            metadata=metadata, labels=labels, batch_size=batch_size,
+                            fully_integer=fully_integer and quantization == "int8")
+    sequence_length = _sequence_length(model, preprocessor, sequence_length)
     if qat and quantization == "int8" and getattr(qat_config, "activations", "") == "dynamic":
         raise ValueError(
             "`model` was trained with QuantizationConfig(activations='dynamic'): it learned no "

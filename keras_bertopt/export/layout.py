@@ -8,18 +8,20 @@ Three layouts (see `keras_bertopt.export.interpreter`):
   count; with MediaPipe metadata it runs on raw text on Android, iOS and the
   web. Inputs longer than the export length are cut inside the file (first
   ``L - 1`` tokens and the last ``[SEP]``), as the Python preprocessor would.
-* **fixed length** (``length_buckets=None, dynamic_length=False``, and the
-  default of post-training int8, whose calibration would quantize each bucket
-  apart): one static ``[1, L]`` signature, for GPU delegates, NNAPI and NPUs,
-  which refuse dynamically sized tensors.
+* **fixed length** (``length_buckets=None, dynamic_length=False``; the default
+  of post-training int8, whose calibration is per static shape, and of a
+  ``fully_integer`` QAT model, which is for integer-only accelerators): one
+  static ``[1, L]`` signature, for GPU delegates, NNAPI and NPUs, which refuse
+  dynamically sized tensors.
 * **length buckets** (``length_buckets="default"`` or a list): one static
   signature per bucket; runs on static-shape delegates at near real-length cost
   in LiteRT, but MediaPipe runs single-signature files only, so no metadata.
 
 Metadata (``metadata="auto"``) is embedded whenever it can be: `mediapipe` is
 installed, the file has one signature of batch 1, and the model's tokenizer is
-an uncased WordPiece tokenizer (MediaPipe's BERT tokenizer lowercases). Labels
-default to the class indices ``"0"``, ``"1"``, ... then.
+an uncased WordPiece tokenizer (MediaPipe's BERT tokenizer lowercases), and the
+model is not ``fully_integer`` (metadata files output float probabilities).
+Labels default to the class indices ``"0"``, ``"1"``, ... then.
 
 Example:
 
@@ -102,6 +104,7 @@ def resolve_layout(
     metadata: bool | str = "auto",
     labels: Sequence[str] | None = None,
     batch_size: int | None = 1,
+    fully_integer: bool = False,
 ) -> Layout:
     """Resolve `to_tflite`'s layout arguments (see the module docstring for the rules).
 
@@ -115,16 +118,19 @@ def resolve_layout(
         if not any(value is flag for flag in _AUTO_FLAGS) and value != "auto":
             raise ValueError(f"`{name}` must be True, False or 'auto', got {value!r}")
     buckets = _buckets(length_buckets)
-    calibrated = quantization == "int8" and not qat  # post-training int8: static shapes
+    # Post-training int8 calibrates per static shape; a fully-integer file is for
+    # integer-only accelerators, which take static shapes only.
+    static = quantization == "int8" and (not qat or fully_integer)
     if dynamic_length == "auto":
         dynamic_length = (isinstance(length_buckets, str) and length_buckets == "auto"
-                          and not calibrated)
+                          and not static)
     if buckets and dynamic_length:
         raise ValueError("`length_buckets` cannot be combined with dynamic_length=True; pass "
                          "length_buckets=None")
     asked = metadata
     if metadata == "auto":
-        metadata = not buckets and batch_size == 1 and metadata_possible(preprocessor)
+        metadata = (not buckets and batch_size == 1 and not fully_integer
+                    and metadata_possible(preprocessor))
         if metadata and labels is None:
             labels = [str(i) for i in range(num_classes)]
     elif metadata and buckets:

@@ -31,9 +31,10 @@ class ExportConfig(StageSection):
 
     `metadata`: embed MediaPipe TextClassifier metadata (vocabulary and
     `labels`) so the files run in MediaPipe Tasks on raw text; null (default):
-    on when `mediapipe` is installed and the tokenizer is uncased. Metadata
-    files have one fixed length (MediaPipe runs a single-signature file);
-    ``false`` gives real-length files (length buckets 16/24/32/48/64/96/.../length).
+    on when `mediapipe` is installed and the tokenizer is uncased. Every file
+    but post-training int8 has one dynamic-length signature either way (each
+    text runs at its own length in MediaPipe, LiteRT and `TFLiteClassifier`);
+    post-training int8 has one fixed length.
     `labels`: class names (default: the class indices "0", "1", ...).
     """
 
@@ -92,20 +93,12 @@ def export_jobs(trained: dict[str, bool], section: ExportConfig) -> list[tuple[s
 
 def metadata_arguments(model: Any, metadata: bool | None, labels: list[str],
                        num_classes: int) -> dict[str, Any]:
-    """``metadata``/``labels`` keywords of `to_tflite`; `metadata` None: on when mediapipe is
-    installed and the tokenizer is uncased."""
+    """``metadata``/``labels`` keywords of `to_tflite`; `metadata` None: ``"auto"`` (on when
+    mediapipe is installed, the tokenizer is uncased and the file has one signature)."""
     if metadata is False:
-        return {}
-    if metadata is None:
-        import importlib.util
-
-        tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
-        if importlib.util.find_spec("mediapipe") is None or not getattr(
-                tokenizer, "lowercase", False):
-            log.info("no MediaPipe metadata (mediapipe not installed or a cased tokenizer); "
-                     "set export.metadata (or --metadata) to require it")
-            return {}
-    return {"metadata": True, "labels": list(labels) or [str(i) for i in range(num_classes)]}
+        return {"metadata": False}
+    return {"metadata": "auto" if metadata is None else True,
+            "labels": list(labels) or [str(i) for i in range(num_classes)]}
 
 
 def export_model(model: Any, path: str, mode: str, **kwargs: Any) -> Any:
@@ -120,7 +113,7 @@ def export_model(model: Any, path: str, mode: str, **kwargs: Any) -> Any:
         f"{format_number(report.label_agreement)}, max |logit diff| "
         f"{format_number(report.max_abs_logit_diff, '.3g')}, {report.seconds:.1f} s"
         + (f", MediaPipe label agreement {format_number(report.mediapipe_agreement)}"
-           if report.metadata else "")
+           if report.metadata else ", no MediaPipe metadata")
     )
     return report
 
