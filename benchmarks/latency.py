@@ -66,6 +66,8 @@ from mediapipe_timing import paired_mediapipe, print_table  # noqa: E402
 
 SEQUENCE_LENGTH = 128
 TRAIN_SEQUENCE_LENGTH = 64
+#: Steps of 32 SST-2 train sentences of the cached fine-tune (`common.finetuned_minilm`).
+FINETUNE_STEPS = 200
 CALIBRATION_SAMPLES = 256
 NUM_THREADS = 1
 #: Peak learning rate of the QAT fine-tune (create_optimizer, 10% warm-up, linear decay).
@@ -89,7 +91,7 @@ def load_model(path: str | None):
     import keras
 
     if path is None:
-        return finetuned_minilm(200, TRAIN_SEQUENCE_LENGTH, 32)
+        return finetuned_minilm(FINETUNE_STEPS, TRAIN_SEQUENCE_LENGTH, 32)
     if not os.path.isfile(path) or not path.endswith(".keras"):
         raise ValueError(f"`--model` must be an existing .keras file, got {path!r}")
     model = keras.saving.load_model(path)
@@ -231,8 +233,14 @@ def main(argv: list[str] | None = None) -> str:
                "ptq_int8": (model, "int8", {"representative_data": calibration,
                                             "calibration_samples": CALIBRATION_SAMPLES})}
     result: dict = {"quick": args.quick, "model": args.model or "common.finetuned_minilm()",
+                    "command": "python benchmarks/latency.py " + " ".join(sys.argv[1:]),
+                    "versions": _runtime_versions(),
                     "keras_float_accuracy": keras_accuracy,
-                    "budget": {"qat_steps": qat_steps, "dev_sentences": len(texts),
+                    "budget": {"finetune": None if args.model else {
+                                   "steps": FINETUNE_STEPS, "batch_size": 32, "examples":
+                                   FINETUNE_STEPS * 32, "sequence_length":
+                                   TRAIN_SEQUENCE_LENGTH, "data": "SST-2 train"},
+                               "qat_steps": qat_steps, "dev_sentences": len(texts),
                                "calibration_samples": CALIBRATION_SAMPLES,
                                "sequence_length": SEQUENCE_LENGTH, "num_threads": NUM_THREADS,
                                "batch_size": 1},
@@ -301,6 +309,7 @@ def main(argv: list[str] | None = None) -> str:
                                                SEQUENCE_LENGTH, log)
     result["files"] = _compare(rows)
     result["seconds"] = round(time.perf_counter() - wall, 1)
+    result["hours"] = round(result["seconds"] / 3600, 3)
     _print_table(result["files"])
     for key, row in result["files"].items():
         name, layout = key.split("/")
@@ -340,6 +349,18 @@ def _print_table(files: dict) -> None:
               f"{r['median_vs_float32_fixed128']:.3f} | "
               f"{'-' if versus is None else format(versus, '.3f')} | {100 * r['accuracy']:.2f} | "
               f"{100 * r['label_agreement_with_fixed128']:.1f}% | {r['size_bytes'] / 1e6:.2f} |")
+
+
+def _runtime_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("ai-edge-litert", "mediapipe"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def _cache_dir() -> str:
