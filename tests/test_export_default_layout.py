@@ -141,6 +141,12 @@ def test_default_file_runs_at_real_length_in_mediapipe_and_litert(trained, tmp_p
     np.testing.assert_allclose(whole[0], ours["probabilities"][-1], atol=1e-5)
     keras_probabilities = model.predict([LONG_TEXT], verbose=0)
     assert int(np.argmax(keras_probabilities)) == int(ours["labels"][-1])
+    # The preprocessor rebuilt from the file's own metadata (packing to 128: the file cuts
+    # to its length) gives the same probabilities as the model's own.
+    from keras_bertopt.export.metadata import metadata_preprocessor
+
+    rebuilt = TFLiteClassifier(path, metadata_preprocessor(str(path))).predict(all_texts)
+    np.testing.assert_allclose(rebuilt["probabilities"], ours["probabilities"], atol=1e-5)
 
 
 @pytest.mark.slow

@@ -29,7 +29,8 @@ def shipped(tmp_path_factory):
     keras_path = str(folder / "model.keras")
     model.save(keras_path)
     tflite = str(folder / "model.tflite")
-    to_tflite(model, tflite, metadata=True, labels=LABELS, verify=False, latency_runs=0)
+    to_tflite(model, tflite, metadata=True, labels=LABELS, verify=False, latency_runs=0,
+              length_buckets=None, dynamic_length=False)
     texts, labels = demo_examples("test", 48)
     return model, keras_path, tflite, texts, labels
 
