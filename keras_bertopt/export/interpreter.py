@@ -2,12 +2,12 @@
 
 A file from `to_tflite` has one of three layouts, told apart by its signatures:
 
-* **length buckets** (the default): several signatures ``len_16``,
-  ``len_24``, ... each of a fixed length; an input runs in the shortest bucket
-  that holds it.
-* **dynamic length**: one signature whose inputs are
-  ``[batch, -1]``; every call runs at the length it is given (LiteRT resizes the
-  inputs and re-plans the graph when the length changes).
+* **dynamic length** (the default, `keras_bertopt.export.layout`): one
+  signature whose inputs are ``[batch, -1]``; every call runs at the length it
+  is given (LiteRT resizes the inputs and re-plans the graph when the length
+  changes); the file cuts inputs longer than its export length itself.
+* **length buckets**: several signatures ``len_16``, ``len_24``, ... each of a
+  fixed length; an input runs in the shortest bucket that holds it.
 * **fixed length**: one signature of shape ``[batch, L]``; every input is
   padded to ``L`` (what accelerators that need static shapes take).
 
@@ -232,7 +232,8 @@ def measure_latency(
             pseudo-random token ids.
         sequence_length: the length to time without `inputs`; default: the
             file's fixed length (its longest bucket), 128 for a
-            dynamic-length file.
+            dynamic-length file (which runs inputs longer than its export
+            length at that length: pass it to time the longest input).
 
     Returns:
         ``{"median_ms", "mean_ms", "min_ms", "p90_ms", "runs", "sequence_length",
