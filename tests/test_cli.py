@@ -230,7 +230,7 @@ def test_evaluate_and_export_commands_on_demo_outputs(demo_run, tmp_path, capsys
                      plain, "--no-metadata"]) == 0
     printed = capsys.readouterr().out
     assert "x length dynamic (up to 32), output logits" in printed
-    assert "MediaPipe metadata" not in printed
+    assert "MediaPipe metadata (labels" not in printed and "no MediaPipe metadata" in printed
     # int8 of a float model needs representative data: refused before any work.
     assert cli.main(["export", os.path.join(out, "prune", "model.keras"), "--output",
                      str(tmp_path / "x.tflite"), "--quantization", "int8"]) == 2
