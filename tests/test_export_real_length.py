@@ -104,8 +104,7 @@ def test_bucketed_file_runs_each_sentence_in_the_shortest_bucket(trained, files)
     reference = TFLiteClassifier(files["fixed"][0], model.preprocessor).predict(texts)
     np.testing.assert_array_equal(out["labels"], reference["labels"])
     np.testing.assert_allclose(out["probabilities"], reference["probabilities"], atol=1e-5)
-    too_long = type(model.preprocessor).from_config(
-        {**model.preprocessor.get_config(), "sequence_length": 64})
+    too_long = type(model.preprocessor)(tokenizer=model.preprocessor.tokenizer, sequence_length=64)
     with pytest.raises(ValueError, match=r"buckets \[8, 16, 32\].*packs to 64"):
         TFLiteClassifier(path, too_long)
 
