@@ -293,7 +293,7 @@ def run_row(args: argparse.Namespace) -> None:
     teacher = load_teacher(args)
     teacher_accuracy = common.evaluate_accuracy(teacher, dev_data(args))
     student, info = build_row(args.name, teacher, args)
-    section = f"row_{args.name}"
+    section = f"row_{args.name}" + (f"_e{args.epochs}" if args.epochs != 1 else "")
     base = {"budget": f"{args.epochs} epoch(s) of SST-2 train, length-bucketed batches of "
                       f"{BATCH_SIZE}, logit KD from cached teacher logits (T {KD_TEMPERATURE}, "
                       f"alpha {KD_ALPHA}), peak lr {args.lr}",
