@@ -22,164 +22,30 @@ it adds for keras-hub BERT tasks (see docs/guides/distillation.md):
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import keras
 from keras import ops
 
+from keras_bertopt.distillation.arguments import as_loss, check_arguments, resolve_layer_map
 from keras_bertopt.distillation.features import bert_forward
 from keras_bertopt.distillation.losses import (
     attention_loss,
     hidden_state_loss,
     logits_distillation,
 )
-from keras_bertopt.distillation.students import (
-    bert_backbone,
-    check_student,
-    evenly_spaced,
+from keras_bertopt.distillation.pipeline import (
+    as_dataset,
+    autotune,
+    is_tf_dataset,
+    split_targets,
+    unpack,
+    unscale,
 )
+from keras_bertopt.distillation.students import bert_backbone, check_student
 
-
-def _number(argument: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"`{argument}` must be a number, got {value!r}")
-    return float(value)
-
-
-def check_arguments(
-    temperature: Any, alpha: Any, hidden_weight: Any = 0.0, attention_weight: Any = 0.0
-) -> tuple[float, float, float, float]:
-    """Validate the distillation hyper-parameters; errors name the argument."""
-    temperature = _number("temperature", temperature)
-    if not temperature > 0:
-        raise ValueError(f"`temperature` must be > 0, got {temperature}")
-    alpha = _number("alpha", alpha)
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(
-            f"`alpha` (weight of the teacher's soft targets; 1 - alpha weighs the hard "
-            f"labels) must be in [0, 1], got {alpha}"
-        )
-    weights = []
-    for argument, value in (
-        ("hidden_weight", hidden_weight),
-        ("attention_weight", attention_weight),
-    ):
-        value = _number(argument, value)
-        if value < 0:
-            raise ValueError(f"`{argument}` must be >= 0, got {value}")
-        weights.append(value)
-    return temperature, alpha, weights[0], weights[1]
-
-
-def resolve_layer_map(
-    layer_map: Any, num_student_layers: int, num_teacher_layers: int
-) -> list[tuple[int, int]]:
-    """``[(student layer, teacher layer), ...]`` from a dict, a list or None (evenly spaced)."""
-    if layer_map is None:
-        teacher = evenly_spaced(num_teacher_layers, num_student_layers)
-        return list(enumerate(teacher))
-    if isinstance(layer_map, dict):
-        pairs = list(layer_map.items())
-    elif isinstance(layer_map, (list, tuple)):
-        pairs = [
-            tuple(p) if isinstance(p, (list, tuple)) else (i, p) for i, p in enumerate(layer_map)
-        ]
-    else:
-        raise ValueError(
-            "`layer_map` must be a dict {student layer: teacher layer}, a list of teacher "
-            f"layers (one per student layer) or None; got {type(layer_map).__name__}"
-        )
-    out = []
-    for pair in pairs:
-        if len(pair) != 2 or not all(isinstance(i, int) and not isinstance(i, bool) for i in pair):
-            raise ValueError(
-                f"`layer_map` entries must be (student, teacher) integers, got {pair!r}"
-            )
-        s, t = pair
-        if not 0 <= s < num_student_layers or not 0 <= t < num_teacher_layers:
-            raise ValueError(
-                f"`layer_map` pair {pair} is out of range: the student has {num_student_layers} "
-                f"layers, the teacher {num_teacher_layers} (0-based)"
-            )
-        out.append((s, t))
-    if not out:
-        raise ValueError("`layer_map` is empty")
-    return out
-
-
-def _as_loss(loss: Any) -> Any:
-    """A `keras.losses.Loss` instance (scaled for tf.distribute), from a name, function or Loss."""
-    if isinstance(loss, keras.losses.Loss):
-        return loss
-    fn = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss
-    if isinstance(fn, keras.losses.Loss):
-        return fn
-    if not callable(fn):
-        raise ValueError(f"`loss` must be a Keras loss, a loss name or a function, got {loss!r}")
-    return keras.losses.LossFunctionWrapper(fn)
-
-
-def _split_targets(y: Any) -> tuple[Any, Any]:
-    """``(labels, cached teacher logits or None)`` from the targets of a batch."""
-    if isinstance(y, (tuple, list)) and len(y) == 2:
-        return y[0], y[1]
-    return y, None
-
-
-def _autotune() -> Any:
-    import tensorflow as tf
-
-    return tf.data.AUTOTUNE
-
-
-def _is_tf_dataset(x: Any) -> bool:
-    """Whether `x` is a `tf.data.Dataset` (without importing TensorFlow when absent)."""
-    tf = sys.modules.get("tensorflow")
-    return tf is not None and isinstance(x, tf.data.Dataset)
-
-
-def _unpack(data: Any) -> tuple[Any, Any, Any]:
-    if _is_tf_dataset(data):
-        return data, None, None
-    return keras.utils.unpack_x_y_sample_weight(tuple(data))
-
-
-def as_dataset(x: Any, y: Any = None, sample_weight: Any = None, batch_size: Any = None) -> Any:
-    """A batched `tf.data.Dataset` of ``(x, y, sample_weight)`` (a dataset passes through)."""
-    import tensorflow as tf
-
-    if isinstance(x, tf.data.Dataset):
-        if y is not None or sample_weight is not None or batch_size is not None:
-            raise ValueError(
-                "when `x` is a tf.data.Dataset, pass no `y`, `sample_weight` or `batch_size` "
-                "(the dataset yields batches of (features, labels))"
-            )
-        return x
-    if x is None:
-        raise ValueError("`x` is required: raw texts or a tf.data.Dataset of (texts, labels)")
-    packed = keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
-    packed = keras.tree.map_structure(
-        lambda v: (
-            v
-            if isinstance(v, tf.Tensor)
-            else keras.ops.convert_to_numpy(v)
-            if hasattr(v, "__array__")
-            else v
-        ),
-        packed,
-    )
-    return tf.data.Dataset.from_tensor_slices(packed).batch(batch_size or 32)
-
-
-def _unscale(value: Any) -> Any:
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        if replicas > 1:
-            value = value * replicas
-    return value
+#: Moved to `arguments` and `pipeline`; still importable from here.
+__all__ = ["Distiller", "as_dataset", "check_arguments", "resolve_layer_map"]
 
 
 @keras.saving.register_keras_serializable(package="keras_bertopt")
@@ -311,7 +177,7 @@ class Distiller(keras.distillation.Distiller):
         A student without preprocessor (token ids in) takes arrays through Keras's own
         data adapters: no TensorFlow needed, as on a JAX-only accelerator machine.
         """
-        if self.preprocessor is None and not _is_tf_dataset(x):
+        if self.preprocessor is None and not is_tf_dataset(x):
             return None
         try:
             import tensorflow as tf
@@ -327,8 +193,8 @@ class Distiller(keras.distillation.Distiller):
         fn = tf.autograph.experimental.do_not_convert(self.preprocess_samples)
         return (
             as_dataset(x, y, sample_weight, batch_size)
-            .map(fn, num_parallel_calls=_autotune())
-            .prefetch(_autotune())
+            .map(fn, num_parallel_calls=autotune())
+            .prefetch(autotune())
         )
 
     def fit(
@@ -347,7 +213,7 @@ class Distiller(keras.distillation.Distiller):
             raise ValueError("`validation_split` is not supported: pass `validation_data`")
         data = self._pipeline(x, y, sample_weight, batch_size)
         if validation_data is not None:
-            val = self._pipeline(*_unpack(validation_data), batch_size)
+            val = self._pipeline(*unpack(validation_data), batch_size)
             validation_data = validation_data if val is None else val
         if data is None:
             return super().fit(x, y, batch_size=batch_size, sample_weight=sample_weight,
@@ -405,10 +271,10 @@ class Distiller(keras.distillation.Distiller):
         sparse categorical cross-entropy on logits."""
         if loss is None:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        super().compile(optimizer=optimizer, loss=_as_loss(loss), metrics=metrics, **kwargs)
+        super().compile(optimizer=optimizer, loss=as_loss(loss), metrics=metrics, **kwargs)
 
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> Any:
-        labels, _ = _split_targets(y)
+        labels, _ = split_targets(y)
         logits = y_pred["logits"] if isinstance(y_pred, dict) else y_pred
         return super().compute_metrics(x, labels, logits, sample_weight)
 
@@ -457,7 +323,7 @@ class Distiller(keras.distillation.Distiller):
         + attention_weight * attention``."""
         if y_pred is None:
             y_pred = self(x, training=training)
-        labels, cached = _split_targets(y)
+        labels, cached = split_targets(y)
         student = y_pred if isinstance(y_pred, dict) else {"logits": y_pred}
         logits = student["logits"]
         zero = ops.zeros((), "float32")
@@ -483,13 +349,13 @@ class Distiller(keras.distillation.Distiller):
             + self.hidden_weight * hidden
             + self.attention_weight * attention
         )
-        self.student_loss_tracker.update_state(_unscale(hard))
-        self.distillation_loss_tracker.update_state(_unscale(soft))
-        self.total_loss_tracker.update_state(_unscale(total))
+        self.student_loss_tracker.update_state(unscale(hard))
+        self.distillation_loss_tracker.update_state(unscale(soft))
+        self.total_loss_tracker.update_state(unscale(total))
         if self.hidden_weight > 0:
-            self.hidden_state_tracker.update_state(_unscale(hidden))
+            self.hidden_state_tracker.update_state(unscale(hidden))
         if self.attention_weight > 0:
-            self.attention_tracker.update_state(_unscale(attention))
+            self.attention_tracker.update_state(unscale(attention))
         return total
 
     def reset_metrics(self) -> None:
