@@ -129,6 +129,33 @@ def test_cache_returns_identical_outputs_and_counts(shipped):
     assert (plain["cache_hits"], plain["cache_misses"]) == (0, len(stream))
 
 
+def test_exact_repeats_skip_the_tokenizer(shipped):
+    from keras_bertopt.export import TFLiteClassifier
+
+    model, _, tflite, texts, _ = shipped
+
+    class Counting:  # the model's preprocessor, counting the texts it tokenizes
+        def __init__(self):
+            self.texts = 0
+            self.sequence_length = model.preprocessor.sequence_length
+
+        def __call__(self, x):
+            self.texts += int(x.shape[0])
+            return model.preprocessor(x)
+
+    counting = Counting()
+    runner = TFLiteClassifier(tflite, counting, cache_size=100)
+    first = runner.predict(texts[:20])
+    assert counting.texts == 20
+    again = runner.predict(texts[10:20] + texts[:5] + [texts[0].upper()] + texts[20:22])
+    assert counting.texts == 20 + 3  # only the upper-cased copy and the two new texts
+    assert (again["cache_hits"], again["cache_misses"]) == (16, 2)
+    np.testing.assert_array_equal(again["logits"][:10], first["logits"][10:20])
+    np.testing.assert_array_equal(again["logits"][15], first["logits"][0])
+    reference = _reference(model, tflite, texts[20:22])
+    np.testing.assert_array_equal(again["logits"][16:], reference["logits"])
+
+
 def test_cache_is_least_recently_used_and_bounded():
     from keras_bertopt.export.cache import PredictionCache, cached_outputs
 

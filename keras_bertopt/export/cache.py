@@ -7,7 +7,8 @@ keyed on the example's token ids and segment ids up to its real length (what the
 model sees), so texts that tokenize alike (case, spacing, a cut past the
 sequence length) share one entry. `cached_outputs` runs a model only on the rows
 of a batch the cache lacks, each distinct row once (duplicates inside the batch
-too), and counts hits and misses.
+too), and counts hits and misses. `cached_text_outputs` first maps texts seen
+before to their token-id key, so an exact repeat skips the tokenizer as well.
 
 Example:
 
@@ -55,6 +56,7 @@ class PredictionCache:
         self.hits = 0
         self.misses = 0
         self._rows: collections.OrderedDict[bytes, np.ndarray] = collections.OrderedDict()
+        self._texts: collections.OrderedDict[tuple, bytes] = collections.OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -78,6 +80,24 @@ class PredictionCache:
             while len(self._rows) > self.max_size:
                 self._rows.popitem(last=False)
 
+    def text_row(self, text: tuple) -> np.ndarray | None:
+        """The row stored for a text (a tuple of its segments) seen before, or None."""
+        with self._lock:
+            key = self._texts.get(text)
+            if key is not None:
+                self._texts.move_to_end(text)
+        return None if key is None else self.get(key)
+
+    def remember_text(self, text: tuple, key: bytes) -> None:
+        """Note that `text` tokenizes to `key` (bounded like the rows)."""
+        if self.max_size == 0:
+            return
+        with self._lock:
+            self._texts[text] = key
+            self._texts.move_to_end(text)
+            while len(self._texts) > self.max_size:
+                self._texts.popitem(last=False)
+
     def count(self, hits: int = 0, misses: int = 0) -> None:
         """Add to the hit and miss counts."""
         with self._lock:
@@ -88,6 +108,7 @@ class PredictionCache:
         """Forget every entry and reset the counts."""
         with self._lock:
             self._rows.clear()
+            self._texts.clear()
             self.hits = self.misses = 0
 
     def __repr__(self) -> str:
@@ -122,4 +143,24 @@ def cached_outputs(cache: PredictionCache | None, feeds: Mapping[str, np.ndarray
             cache.put(key, out[position].copy())
     rows = [row if row is not None else out[first[keys[i]]] for i, row in enumerate(found)]
     cache.count(hits=n - len(run), misses=len(run))
+    return np.stack(rows)
+
+
+def cached_text_outputs(cache: PredictionCache, columns: list[list[str]],
+                        run: Callable[[list[list[str]]], tuple[dict, np.ndarray]]) -> np.ndarray:
+    """Outputs for texts given as segment columns (`keras_bertopt.texts.text_columns`).
+
+    Texts whose token-id key the cache learned earlier are answered without
+    tokenizing; ``run(columns)`` tokenizes and runs the rest (through
+    `cached_outputs`) and returns ``(feeds, outputs)``; their keys are noted.
+    """
+    texts = list(zip(*columns, strict=True))
+    rows = [cache.text_row(t) for t in texts]
+    todo = [i for i, row in enumerate(rows) if row is None]
+    cache.count(hits=len(texts) - len(todo))
+    if todo:
+        feeds, out = run([[column[i] for i in todo] for column in columns])
+        for j, (i, key) in enumerate(zip(todo, row_keys(feeds), strict=True)):
+            cache.remember_text(texts[i], key)
+            rows[i] = out[j]
     return np.stack(rows)

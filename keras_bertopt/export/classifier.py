@@ -17,11 +17,12 @@ from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
-from keras_bertopt.export.cache import PredictionCache, cached_outputs
+from keras_bertopt.export.cache import PredictionCache, cached_outputs, cached_text_outputs
 from keras_bertopt.export.flatbuffer import embedding_rows, read_tflite_bytes
 from keras_bertopt.export.inputs import INPUT_NAMES, labelled_examples, preprocess_texts
 from keras_bertopt.export.interpreter import Signatures, make_interpreter
 from keras_bertopt.export.pool import InterpreterPool, check_workers
+from keras_bertopt.texts import text_columns
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -216,7 +217,7 @@ class TFLiteClassifier:
             the softmax of the logits.
         """
         hits, misses = self.cache.hits, self.cache.misses
-        out = self.predict_logits(self.encode(texts)).astype(np.float64)
+        out = self._outputs(texts).astype(np.float64)
         if self.outputs_probabilities:
             probabilities = out
             logits = np.log(np.maximum(out, np.finfo(np.float64).tiny))
@@ -229,6 +230,20 @@ class TFLiteClassifier:
             "cache_hits": self.cache.hits - hits,
             "cache_misses": self.cache.misses - misses,
         }
+
+    def _outputs(self, texts: Any) -> np.ndarray:
+        """The file's outputs on raw texts; with the cache on, exact repeats skip the tokenizer."""
+        if isinstance(texts, (str, bytes)) or len(texts) == 0:
+            return self.predict_logits(self.encode(texts))
+
+        def run(columns: list[list[str]]) -> tuple[dict, np.ndarray]:
+            feeds = self.encode(columns[0] if len(columns) == 1 else tuple(columns))
+            return feeds, self.predict_logits(feeds)
+
+        columns = text_columns(texts)
+        if self.cache.max_size == 0:
+            return run(columns)[1]
+        return cached_text_outputs(self.cache, columns, run)
 
     @property
     def outputs_probabilities(self) -> bool:
