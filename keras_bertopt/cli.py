@@ -199,12 +199,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     console.import_backend()
     texts, labels = _read_data(args.data, args)
     num_classes = max(int(max(labels)) + 1, args.num_classes)
-    tflite = path.endswith(".tflite")
-    runner = _tflite_preprocessor(args) if tflite else _load_keras(path)
+    if path.endswith(".tflite"):
+        from keras_bertopt.export import TFLiteClassifier
+
+        model = TFLiteClassifier(path, _tflite_preprocessor(args))  # checks the file
+        predict = tflite_labels
+    else:
+        model, predict = _load_keras(path), keras_labels
     start = time.perf_counter()
     try:
-        predicted = (tflite_labels(path, runner, texts) if tflite
-                     else keras_labels(runner, texts))
+        predicted = predict(model, texts)
     except Exception as err:
         raise WorkFailed(f"prediction failed: {type(err).__name__}: {err}") from err
     metrics = label_metrics(labels, predicted, num_classes)

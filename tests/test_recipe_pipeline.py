@@ -217,15 +217,30 @@ def test_importing_the_recipe_and_checking_a_config_loads_no_tensorflow():
 # ----------------------------------------------------------------------------- CLI
 
 
-def test_a_failure_after_work_started_exits_1_not_2(tmp_path, capsys):
-    broken = tmp_path / "broken.tflite"
-    broken.write_bytes(b"not a flatbuffer" * 8)
-    status = cli.main(["evaluate", str(broken), "--data", "demo", "--limit", "4",
-                       "--preprocessor", "tiny"])
-    assert status == 1
-    assert "failed" in capsys.readouterr().err
-    # Bad input found before any work is still 2.
+def test_a_failure_after_work_started_exits_1_not_2(tmp_path, tiny_classifier, capsys,
+                                                    monkeypatch):
+    from keras_bertopt.recipe.stages import evaluate
+
+    model = str(tmp_path / "m.keras")
+    tiny_classifier.save(model)
+
+    def broken(*args, **kwargs):
+        raise ValueError("simulated failure during the prediction")
+
+    monkeypatch.setattr(evaluate, "keras_labels", broken)
+    assert cli.main(["evaluate", model, "--data", "demo", "--limit", "4"]) == 1
+    assert "failed: " in capsys.readouterr().err
+    # Bad input found before any work is still 2: a file that is not TFLite, a missing file.
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"not a flatbuffer" * 8)
+    assert cli.main(["evaluate", str(junk), "--data", "demo", "--preprocessor", "tiny"]) == 2
+    assert "is not a TFLite model" in capsys.readouterr().err
     assert cli.main(["evaluate", str(tmp_path / "none.tflite"), "--data", "demo"]) == 2
+    # Class names of the wrong count are refused before the export starts: no file.
+    target = tmp_path / "x.tflite"
+    assert cli.main(["export", model, "--output", str(target), "--labels", "a,b,c"]) == 2
+    assert "`labels` must be 2 distinct non-empty names" in capsys.readouterr().err
+    assert not target.exists()
 
 
 @pytest.mark.slow  # one float32 export of a tiny model (~20 s)

@@ -60,14 +60,11 @@ def _count(texts: Any) -> int:
     return len(texts[0]) if isinstance(texts, tuple) else len(texts)
 
 
-def tflite_labels(path: str, preprocessor: Any, texts: Any) -> Any:
-    """Predicted labels of a TFLite file on raw `texts` (`TFLiteClassifier`)."""
+def tflite_labels(classifier: Any, texts: Any) -> Any:
+    """Predicted labels of a `keras_bertopt.export.TFLiteClassifier` on raw `texts`."""
     import numpy as np
 
-    from keras_bertopt import export
-
-    runner = export.TFLiteClassifier(path, preprocessor)
-    return np.asarray(runner.predict(texts)["labels"]).reshape(-1)
+    return np.asarray(classifier.predict(texts)["labels"]).reshape(-1)
 
 
 def _evaluate_models(ctx: StageContext, predictions: dict[tuple[str, str], Any]) -> list[dict]:
@@ -94,16 +91,19 @@ def _evaluate_models(ctx: StageContext, predictions: dict[tuple[str, str], Any])
 def _evaluate_exports(ctx: StageContext, predictions: dict[tuple[str, str], Any]) -> list[dict]:
     import numpy as np
 
+    from keras_bertopt import export
+
     out = []
     preprocessor = None
     for item in ctx.results.get("export", {}).get("files", []):
         if preprocessor is None:
             preprocessor = ctx.models.load(item["stage"]).preprocessor
         entry = dict(item, metrics={}, agreement_with_keras={})
+        classifier = export.TFLiteClassifier(ctx.paths(item["file"]), preprocessor)
         for split in ctx.section.splits:
             texts, labels = ctx.data.eval_examples(split)
             start = time.perf_counter()
-            predicted = tflite_labels(ctx.paths(item["file"]), preprocessor, texts)
+            predicted = tflite_labels(classifier, texts)
             metrics = label_metrics(labels, predicted, ctx.config.model.num_classes)
             metrics["seconds"] = time.perf_counter() - start
             entry["metrics"][split] = metrics

@@ -97,6 +97,10 @@ def metadata_arguments(model: Any, metadata: bool | None, labels: list[str],
     mediapipe is installed, the tokenizer is uncased and the file has one signature)."""
     if metadata is False:
         return {"metadata": False}
+    if labels:  # before any export work: the wrong count is bad input, not a failed export
+        from keras_bertopt.export.metadata import check_labels
+
+        check_labels(labels, num_classes)
     return {"metadata": "auto" if metadata is None else True,
             "labels": list(labels) or [str(i) for i in range(num_classes)]}
 
