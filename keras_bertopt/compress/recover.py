@@ -10,14 +10,21 @@ Example:
 
 ```python
 logits = teacher_logits(model, texts)
-small = recover_candidate(model, Candidate(3, 12, 1536), texts, labels, logits, epochs=1)
+small = recover_candidate(model, Candidate(3, 12, 1536), texts, labels, logits,
+                          RecoverySettings(freeze_embeddings=True, steps_per_execution=8))
 ```
+
+`RecoverySettings(freeze_embeddings=True)` keeps the token, position and
+segment tables fixed during recovery (the optimizer and its weight decay skip
+them: on MiniLM about half the parameters); `steps_per_execution` runs that
+many training steps per call into the compiled step function.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -26,7 +33,13 @@ from keras_bertopt.compress.candidates import Candidate
 
 @dataclasses.dataclass(frozen=True)
 class RecoverySettings:
-    """How a candidate is recovered (see `compress_to_target`)."""
+    """How a candidate is recovered (see `compress_to_target`).
+
+    `freeze_embeddings`: the student's token, position and segment embedding
+    tables stay as they are (not trained, not weight-decayed); the embedding
+    LayerNorm and everything above it train. `steps_per_execution`: training
+    steps per call into the compiled step (`keras.Model.compile`).
+    """
 
     epochs: int = 1
     batch_size: int = 32
@@ -35,9 +48,14 @@ class RecoverySettings:
     alpha: float = 0.7
     importance_batches: int = 8
     seed: int = 0
+    freeze_embeddings: bool = False
+    steps_per_execution: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "importance_batches"):
+        if not isinstance(self.freeze_embeddings, bool):
+            raise ValueError(
+                f"`freeze_embeddings` must be True or False, got {self.freeze_embeddings!r}")
+        for name in ("epochs", "batch_size", "importance_batches", "steps_per_execution"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
@@ -87,6 +105,29 @@ def prune_to(model: Any, candidate: Candidate, importance: str = "magnitude",
                            data=data, batches=batches)
 
 
+#: The student's embedding tables `RecoverySettings.freeze_embeddings` keeps fixed.
+EMBEDDING_TABLES = ("token_embedding", "position_embedding", "segment_embedding")
+
+
+@contextlib.contextmanager
+def frozen_embeddings(model: Any, freeze: bool = True) -> Iterator[list[Any]]:
+    """Within the block, `model`'s backbone embedding tables are not trainable.
+
+    Set before `compile` (Keras collects the trainable weights there); on exit
+    each table's `trainable` is what it was, so a saved model trains as before.
+    Yields the frozen layers (none when `freeze` is False).
+    """
+    layers = [model.backbone.get_layer(name) for name in EMBEDDING_TABLES] if freeze else []
+    before = [layer.trainable for layer in layers]
+    for layer in layers:
+        layer.trainable = False
+    try:
+        yield layers
+    finally:
+        for layer, trainable in zip(layers, before, strict=True):
+            layer.trainable = trainable
+
+
 def _training_data(student: Any, texts: Sequence[str], labels: Sequence[int],
                    logits: np.ndarray, settings: RecoverySettings) -> Any:
     import tensorflow as tf
@@ -129,9 +170,12 @@ def recover_candidate(
         steps = sum(1 for _ in data) * settings.epochs
         distiller = Distiller(model, student, temperature=settings.temperature,
                               alpha=settings.alpha)
-        distiller.compile(optimizer=create_optimizer(
-            settings.learning_rate, steps, warmup_steps=max(1, steps // 10), weight_decay=0.01))
-        distiller.fit(data, epochs=settings.epochs, verbose=0)
+        with frozen_embeddings(student, settings.freeze_embeddings):
+            distiller.compile(
+                optimizer=create_optimizer(settings.learning_rate, steps,
+                                           warmup_steps=max(1, steps // 10), weight_decay=0.01),
+                steps_per_execution=settings.steps_per_execution)
+            distiller.fit(data, epochs=settings.epochs, verbose=0)
     finally:
         student.preprocessor = fixed
     return student

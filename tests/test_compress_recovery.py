@@ -1,0 +1,90 @@
+"""Recovery options of keras_bertopt.compress: frozen embedding tables, steps per execution."""
+
+import numpy as np
+import pytest
+
+from keras_bertopt import recipe
+from keras_bertopt.compress import Candidate, RecoverySettings, recover_candidate, teacher_logits
+from keras_bertopt.compress.recover import EMBEDDING_TABLES
+
+TABLES = EMBEDDING_TABLES
+TRAINED = ("embeddings_layer_norm", "pooled_dense")
+
+
+def _weights(model, name):
+    return [np.array(w) for w in model.backbone.get_layer(name).get_weights()]
+
+
+def _recover(model, **settings):
+    from keras_bertopt.data import demo_examples
+
+    texts, labels = demo_examples("train", 64)
+    logits = teacher_logits(model, texts)
+    options = RecoverySettings(epochs=1, batch_size=16, importance_batches=2,
+                               learning_rate=1e-2, **settings)
+    return recover_candidate(model, Candidate(1, 2, 32), texts, labels, logits, options)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_embeddings_keeps_the_tables_bit_identical(tiny_classifier, freeze):
+    before = {name: _weights(tiny_classifier, name) for name in TABLES + TRAINED}
+    head = np.array(tiny_classifier.output_dense.kernel)
+    student = _recover(tiny_classifier, freeze_embeddings=freeze)
+    for name in TABLES:
+        after = _weights(student, name)
+        same = all(np.array_equal(a, b) for a, b in zip(before[name], after, strict=True))
+        assert same == freeze, name
+        # Trainable again afterwards: a saved student fine-tunes as any other model.
+        assert student.backbone.get_layer(name).trainable
+    # Everything above the tables trained in both cases.
+    for name in TRAINED:
+        assert not np.allclose(before[name][0], _weights(student, name)[0]), name
+    assert not np.allclose(head, np.array(student.output_dense.kernel))
+
+
+def test_steps_per_execution_reaches_compile_and_trains_the_same(tiny_classifier, monkeypatch):
+    from keras_bertopt.distillation import Distiller
+    from keras_bertopt.models import TinyConfig, build_classifier
+
+    seen = []
+    real_compile = Distiller.compile
+
+    def compile_spy(self, *args, **kwargs):
+        seen.append(kwargs.get("steps_per_execution"))
+        return real_compile(self, *args, **kwargs)
+
+    monkeypatch.setattr(Distiller, "compile", compile_spy)
+    again = build_classifier(TinyConfig(), num_classes=2, sequence_length=32)
+    again.set_weights(tiny_classifier.get_weights())
+    one = _recover(tiny_classifier, steps_per_execution=1)
+    four = _recover(again, steps_per_execution=4)
+    assert seen == [1, 4]
+    # Same seed, same batches, same steps: 4 steps per call end where 1 per call ends.
+    for a, b in zip(one.get_weights(), four.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("settings, argument", [
+    ({"freeze_embeddings": "yes"}, "freeze_embeddings"),
+    ({"freeze_embeddings": 1}, "freeze_embeddings"),
+    ({"steps_per_execution": 0}, "steps_per_execution"),
+    ({"steps_per_execution": 2.0}, "steps_per_execution"),
+    ({"steps_per_execution": True}, "steps_per_execution"),
+])
+def test_bad_recovery_options_are_refused_naming_them(settings, argument):
+    with pytest.raises(ValueError, match=f"`{argument}`"):
+        RecoverySettings(**settings)
+
+
+@pytest.mark.parametrize("target, key", [
+    ({"freeze_embeddings": "yes"}, "target.freeze_embeddings"),
+    ({"steps_per_execution": 0}, "target.steps_per_execution"),
+])
+def test_recipe_target_recovery_options_checked(target, key):
+    base = {"finetune": {"epochs": 1}, "prune": {"enabled": False}, "qat": {"enabled": False},
+            "target": {"latency": 0.5, "max_accuracy_drop": 1.0}}
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        recipe.load_config({**base, "target": {**base["target"], **target}})
+    good = recipe.load_config({**base, "target": {**base["target"], "freeze_embeddings": True,
+                                                  "steps_per_execution": 8}})
+    assert good.target.freeze_embeddings is True and good.target.steps_per_execution == 8
