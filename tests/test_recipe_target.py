@@ -70,6 +70,7 @@ def test_target_stage_ships_a_file_through_the_cli(tmp_path):
     assert stage["accuracy_drop_pt"] == pytest.approx(
         100 * (stage["baseline_accuracy"] - stage["accuracy"]), abs=1e-3)
     assert f"Ship `{out / stage['file']}`" in (out / "target" / "report.md").read_text()
+    assert f"Ship `{stage['file']}` ({stage['candidate']})" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow

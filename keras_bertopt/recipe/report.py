@@ -101,6 +101,7 @@ def build_report(state: Mapping[str, Any]) -> dict[str, Any]:
         "exports": exports,
         "curves": list(state.get("curves", [])),
         "importance": stages_state.get("prune_structure", {}).get("importance"),
+        "target": stages_state.get("target"),
     }
 
 
@@ -177,6 +178,14 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             cells.append(format_number(item.get("latency_ms"), ".2f"))
             cells.append(format_number(item.get("gzip_vs_float32_gzip"), ".3f"))
             lines.append("| " + " | ".join(cells) + " |")
+    target = report.get("target")
+    if target:
+        lines += ["", "## Target", "",
+                  f"Ship `{target['file']}` ({target['candidate']}): "
+                  f"{target['latency_ratio']:.4g}x the float32 fixed-length file's time per "
+                  f"sentence ({target['latency_ms']:.4g} ms), {target['validation_split']} "
+                  f"accuracy {target['accuracy']:.4f}, {target['accuracy_drop_pt']:.3g} pt "
+                  f"below the float model; every candidate in `{target['report']}`."]
     if report.get("size_baseline"):
         lines += ["", f"Size ratios are against `{report['size_baseline']}.tflite`."]
     lines += ["", "Files: `report.json` (everything above and the training curves), "
