@@ -88,6 +88,37 @@ def test_trial_order_fastest_first_on_the_front():
         "L1-H1-F32"]
 
 
+def test_report_png_plots_every_candidate_and_the_recovered_front(tmp_path):
+    import matplotlib.image
+    import matplotlib.pyplot as plt
+
+    from keras_bertopt.compress.report import front_figure, write_png
+
+    state = {"candidates": [
+        {"name": "L1-H1-F32", "ratio": 0.3, "meets_latency": True},
+        {"name": "L1-H2-F64", "ratio": 0.4, "meets_latency": True},
+        {"name": "L2-H2-F64", "ratio": 0.6, "meets_latency": False}],
+        "trials": [{"name": "L1-H1-F32", "ratio": 0.28, "accuracy": 0.71},
+                   {"name": "L1-H2-F64", "ratio": 0.41, "accuracy": 0.83}],
+        "outcome": {"met": True, "name": "L1-H2-F64", "ratio": 0.41, "accuracy": 0.83},
+        "baseline_accuracy": 0.84}
+    path = str(tmp_path / "report.png")
+    assert write_png(state, path) == path and os.listdir(tmp_path) == ["report.png"]
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.image.imread(path).shape[:2] == (500, 1300)  # decodes at 13 x 5 in
+
+    figure = front_figure(state)
+    left, right = figure.axes
+    plotted = [sorted(map(tuple, np.concatenate([c.get_offsets() for c in ax.collections])))
+               for ax in (left, right)]
+    plt.close(figure)
+    # Left: one point per candidate (latency ratio, row); right: the two recovered candidates
+    # and the shipped one again (starred), at their measured (ratio, accuracy).
+    assert plotted[0] == [(0.3, 0.0), (0.4, 1.0), (0.6, 2.0)]
+    assert plotted[1] == [(0.28, 0.71), (0.41, 0.83), (0.41, 0.83)]
+
+
 # ---------------------------------------------------------------------------- timing
 
 
@@ -157,6 +188,9 @@ def test_search_ships_a_file_meeting_the_target(tiny_classifier, demo_data, tmp_
     report = (tmp_path / "report.md").read_text()
     assert f"Ship `{result.file}`" in report
     assert all(c.name in report for c in CANDIDATES)
+    import matplotlib.image
+
+    assert matplotlib.image.imread(str(tmp_path / "report.png")).ndim == 3  # a decodable PNG
 
 
 @pytest.mark.slow

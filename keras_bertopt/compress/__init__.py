@@ -5,7 +5,7 @@
 * `candidate_shapes(model)`: uniform shapes (layers, heads, FFN width) to consider.
 * `time_files(...)`: exported files timed paired against the float32 fixed-length file.
 * `compress_to_target(model, target, train, validation, output_dir)`: the search,
-  resumable, writing report.md and naming the file to ship (`CompressResult`), or
+  resumable, writing report.md and report.png and naming the file to ship (`CompressResult`), or
   raising `TargetNotMet` with the best file found.
 
 ```python

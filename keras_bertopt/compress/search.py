@@ -15,7 +15,8 @@ candidate being recovered when the run died is recovered again):
    exported, timed again and evaluated as a file; the first within
    `max_accuracy_drop` is shipped, else the search steps back to the next
    larger one, at most `max_trials` recoveries;
-4. report.md names the file to ship, with every candidate's latency and accuracy.
+4. report.md names the file to ship, with every candidate's latency and accuracy;
+   report.png plots them (the front).
 
 When no candidate meets the latency, the fastest one is recovered anyway and
 `TargetNotMet` is raised naming it as the best file found; when none of the
@@ -41,11 +42,12 @@ import numpy as np
 
 from keras_bertopt.compress import recover, timing
 from keras_bertopt.compress.candidates import Candidate, candidate_shapes, model_shape
-from keras_bertopt.compress.report import render
+from keras_bertopt.compress.report import render, write_png
 from keras_bertopt.compress.target import Target, parse_target
 
 STATE_FILE = "state.json"
 REPORT_FILE = "report.md"
+PLOT_FILE = "report.png"
 STATE_VERSION = 1
 
 
@@ -87,6 +89,7 @@ def _save(output_dir: str, state: dict[str, Any]) -> None:
 
     write_text(os.path.join(output_dir, STATE_FILE), json.dumps(state, indent=2) + "\n")
     write_text(os.path.join(output_dir, REPORT_FILE), render(state))
+    write_png(state, os.path.join(output_dir, PLOT_FILE))
 
 
 def _load_state(output_dir: str, fingerprint: dict[str, Any]) -> dict[str, Any]:
