@@ -5,9 +5,12 @@ notebook), in a fresh temporary folder, so a block may use what an earlier block
 made, never anything else. A page whose blocks train for more than a few seconds says so with
 ``<!-- docs-test: slow -->`` (its test is marked slow). A block that needs what a test machine
 does not have (network, the MiniLM checkpoint, SST-2, a GPU or TPU, several machines) is
-preceded by ``<!-- docs-test: not-run <reason> -->``; the reason must name that need. Training
-examples state the accuracy they reach with an ``assert`` in the block itself, so a reader sees
-the claim and this test checks it.
+preceded by ``<!-- docs-test: not-run <reason> -->``; the reason must name that need. A block
+for the JAX backend (Keras fixes its backend at import) is preceded by
+``<!-- docs-test: jax -->`` and runs by itself in a fresh Python process with
+``KERAS_BACKEND=jax`` and four virtual CPU devices, as tests_jax does. Training examples state
+the accuracy they reach with an ``assert`` in the block itself, so a reader sees the claim and
+this test checks it.
 """
 
 import datetime
@@ -16,6 +19,7 @@ import json
 import linecache
 import os
 import re
+import subprocess
 import sys
 
 import pytest
@@ -59,11 +63,26 @@ def test_python_blocks_run(page, tmp_path, monkeypatch):
     for line, marker, code in code_blocks(page):
         if marker.startswith("not-run"):
             continue
+        if marker == "jax":
+            _run_on_jax(f"{page}:{line}", code, tmp_path)
+            continue
         name = f"{page}:{line}"
         # Padded to the block's line, so a traceback names the page's own line numbers.
         source = "\n" * (line - 1) + code
         linecache.cache[name] = (len(source), None, source.splitlines(True), name)
         exec(compile(source, name, "exec"), namespace)  # noqa: S102
+
+
+def _run_on_jax(name, code, folder):
+    """`code` alone in a fresh process on the JAX backend with four virtual CPU devices."""
+    from tests._offline import OFFLINE_ENV
+
+    env = dict(os.environ, **OFFLINE_ENV, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2",
+               XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, f"{name} on JAX:\n{out.stderr[-3000:]}"
 
 
 def test_recipe_configs_in_docs_validate(tmp_path):
@@ -93,10 +112,11 @@ def test_recipe_configs_in_docs_validate(tmp_path):
 def test_every_not_run_block_says_what_it_needs():
     markers = [(page, line, marker) for page in PAGES for line, marker, _ in code_blocks(page)
                if marker]
-    bad = [(page, line, marker) for page, line, marker in markers
-           if not (marker == "not-run" or marker.startswith("not-run "))
-           or not any(need.lower() in marker.lower() for need in NOT_RUN_NEEDS)]
-    assert not bad, f"markers must be 'not-run <reason naming one of {NOT_RUN_NEEDS}>': {bad}"
+    bad = [(page, line, marker) for page, line, marker in markers if marker != "jax" and (
+        not (marker == "not-run" or marker.startswith("not-run "))
+        or not any(need.lower() in marker.lower() for need in NOT_RUN_NEEDS))]
+    assert not bad, (f"markers must be 'jax' or 'not-run <reason naming one of "
+                     f"{NOT_RUN_NEEDS}>': {bad}")
 
 
 def test_block_parser_reads_markers_and_languages(tmp_path, monkeypatch):
