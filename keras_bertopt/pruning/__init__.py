@@ -22,7 +22,8 @@ small = keras_bertopt.pruning.strip_structure(model)
 ```
 
 Modules: `schedules` (when and how much), `masks` (pure mask math),
-`callback` (the Keras wiring), `strip` (finish and report); `importance`
+`callback` (the Keras wiring), `state` (`PruningState`, `MaskConstraint`: the
+masks the model carries), `arguments` (pattern checks), `strip` (finish and report); `importance`
 (head / neuron / layer scores), `structure` (physical removal), `backbone`
 (`PrunedBertBackbone` with per-layer sizes), `structured_callback`
 (`StructuredPruning`, `strip_structure`).

@@ -1,6 +1,7 @@
 """`MagnitudePruning`: gradual magnitude pruning of a Keras 3 model inside `model.fit`.
 
-How it is wired (see `masks.py` for the math):
+How it is wired (see `masks.py` for the math, `state.py` for `PruningState` and
+`MaskConstraint`, `arguments.py` for the pattern arguments):
 
 * **State in the model.** When `fit` hands the callback its model
   (`set_model`, before `on_train_begin`), a small non-trainable `PruningState`
@@ -43,157 +44,25 @@ from keras_bertopt import _compat
 from keras_bertopt.kernels import einsum_reduce_axes
 from keras_bertopt.pruning import device_masks
 from keras_bertopt.pruning import masks as mask_math
+from keras_bertopt.pruning.arguments import PATTERNS as PATTERNS
+from keras_bertopt.pruning.arguments import SCOPES, parse_pattern, pattern_config
 from keras_bertopt.pruning.masking import (
     MaskBinding,
     MaskingCallback,
     constraints_see_masks,
     install_masked_step,
     sync_state,
-    uninstall_masked_step,
 )
 from keras_bertopt.pruning.schedules import PruningSchedule
+from keras_bertopt.pruning.state import (
+    STATE_ATTR,
+    MaskConstraint,
+    PruningState,
+    attach_state,
+    get_state,
+)
+from keras_bertopt.pruning.state import detach_state as detach_state
 from keras_bertopt.selection import TRANSFORMER_KERNELS, Pattern, select_variables, variable_path
-
-#: Attribute of the model that holds its `PruningState`.
-STATE_ATTR = "_kbo_pruning_state"
-
-PATTERNS = ("unstructured", "block", "n:m")
-SCOPES = ("per_variable", "global")
-
-
-@keras.saving.register_keras_serializable(package="keras_bertopt")
-class MaskConstraint(keras.constraints.Constraint):
-    """Variable constraint ``w -> inner(w) * mask`` applied after every optimizer update.
-
-    Args:
-        mask: the 0/1 mask variable (same shape as the constrained variable).
-        inner: a constraint the variable had before pruning; applied first.
-        mask_path: path of the mask variable (for `get_config`).
-
-    The mask variable itself is not part of the config: a constraint restored
-    from config is unbound until `bind` is called, and raises when applied.
-    """
-
-    def __init__(
-        self, mask: Any = None, inner: Callable | None = None, mask_path: str | None = None
-    ) -> None:
-        self.mask = mask
-        self.inner = inner
-        self.mask_path = mask_path or (variable_path(mask) if mask is not None else None)
-
-    def bind(self, mask: Any) -> MaskConstraint:
-        self.mask = mask
-        self.mask_path = variable_path(mask)
-        return self
-
-    def __call__(self, w: Any) -> Any:
-        if self.inner is not None:
-            w = self.inner(w)
-        if self.mask is None:
-            raise ValueError(
-                f"MaskConstraint for mask {self.mask_path!r} is not bound to a mask "
-                "variable; call `bind(mask_variable)` first"
-            )
-        return w * keras.ops.cast(self.mask, w.dtype)
-
-    def get_config(self) -> dict[str, Any]:
-        inner = None
-        if isinstance(self.inner, keras.constraints.Constraint):
-            inner = keras.saving.serialize_keras_object(self.inner)
-        return {"inner": inner, "mask_path": self.mask_path}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> MaskConstraint:
-        inner = config.get("inner")
-        if inner is not None:
-            inner = keras.saving.deserialize_keras_object(inner)
-        return cls(mask=None, inner=inner, mask_path=config.get("mask_path"))
-
-
-def _mask_name(path: str) -> str:
-    return "mask__" + path.replace("/", "__").replace(":", "_")
-
-
-@keras.saving.register_keras_serializable(package="keras_bertopt")
-class PruningState(keras.layers.Layer):
-    """Non-trainable holder of the pruning step and one mask per pruned variable.
-
-    Attached to a model by `MagnitudePruning`; not part of the model's graph.
-    Removed by `strip_pruning`.
-
-    Args:
-        variable_paths: paths of the pruned variables, in selection order.
-        shapes: their shapes.
-        dtypes: their dtypes (float32 when None).
-    """
-
-    def __init__(
-        self,
-        variable_paths: Sequence[str],
-        shapes: Sequence[Sequence[int]],
-        dtypes: Sequence[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        kwargs.setdefault("name", "kbo_pruning_state")
-        kwargs["trainable"] = False
-        super().__init__(**kwargs)
-        self.variable_paths = [str(p) for p in variable_paths]
-        self.shapes = [tuple(int(d) for d in s) for s in shapes]
-        self.dtypes = [str(d) for d in (dtypes or ["float32"] * len(self.shapes))]
-        if not (len(self.variable_paths) == len(self.shapes) == len(self.dtypes)):
-            raise ValueError("`variable_paths`, `shapes` and `dtypes` must have the same length")
-        self.step = self.add_weight(
-            shape=(), dtype="int64", initializer="zeros", trainable=False, name="pruning_step",
-            aggregation="only_first_replica",  # counted inside the (replicated) train step
-        )
-        masks = [
-            self.add_weight(
-                shape=shape, dtype=dtype, initializer="ones", trainable=False, name=_mask_name(p)
-            )
-            for p, shape, dtype in zip(self.variable_paths, self.shapes, self.dtypes, strict=True)
-        ]
-        # A plain tuple (untracked: add_weight already tracks each variable).
-        object.__setattr__(self, "_masks", tuple(masks))
-        self.built = True
-
-    @property
-    def masks(self) -> tuple[Any, ...]:
-        return self._masks
-
-    def mask_for(self, path: str) -> Any:
-        return self._masks[self.variable_paths.index(path)]
-
-    def call(self, inputs: Any) -> Any:
-        return inputs
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            variable_paths=list(self.variable_paths),
-            shapes=[list(s) for s in self.shapes],
-            dtypes=list(self.dtypes),
-        )
-        return config
-
-
-def get_state(model: Any) -> PruningState | None:
-    """The `PruningState` attached to `model`, or None."""
-    return getattr(model, STATE_ATTR, None)
-
-
-def _attach_state(model: Any, state: PruningState) -> None:
-    with _compat.unlocked_tracker(model):
-        setattr(model, STATE_ATTR, state)
-
-
-def detach_state(model: Any) -> None:
-    """Remove the `PruningState` from `model` (its variables leave ``model.weights``)."""
-    state = get_state(model)
-    if state is None:
-        return
-    _compat.untrack(model, state)
-    object.__delattr__(model, STATE_ATTR)
-    uninstall_masked_step(model, STATE_ATTR)
 
 
 def _reduction_axes_by_variable(model: Any) -> dict[int, tuple[int, ...]]:
@@ -213,42 +82,6 @@ def _reduction_axes_by_variable(model: Any) -> dict[int, tuple[int, ...]]:
 
 def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(x))
-
-
-def _parse_pattern(
-    pattern: str, block_shape: Sequence[int], n_m: Sequence[int]
-) -> tuple[str, tuple[int, int], tuple[int, int]]:
-    if not isinstance(pattern, str):
-        raise ValueError(
-            f"`pattern` must be one of {PATTERNS} or 'N:M' like '2:4', got {pattern!r}"
-        )
-    p = pattern.strip().lower()
-    if p not in PATTERNS:
-        parts = p.split(":")
-        if len(parts) == 2 and all(s.strip().isdigit() for s in parts):
-            n_m = (int(parts[0]), int(parts[1]))
-            p = "n:m"
-        else:
-            raise ValueError(
-                f"`pattern` must be one of {PATTERNS} or 'N:M' like '2:4', got {pattern!r}"
-            )
-    try:
-        bs = tuple(int(d) for d in block_shape)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`block_shape` must be two positive integers, got {block_shape!r}"
-        ) from None
-    if len(bs) != 2 or min(bs) < 1:
-        raise ValueError(f"`block_shape` must be two positive integers, got {block_shape!r}")
-    try:
-        n, m = (int(d) for d in n_m)
-    except (TypeError, ValueError):
-        raise ValueError(f"`n_m` must be two integers (n, m), got {n_m!r}") from None
-    if p == "n:m" and not (1 <= n <= m):
-        raise ValueError(
-            f"n:m pruning keeps n of every m weights and needs 1 <= n <= m; got n={n}, m={m}"
-        )
-    return p, (bs[0], bs[1]), (n, m)
 
 
 @keras.saving.register_keras_serializable(package="keras_bertopt")
@@ -325,7 +158,7 @@ class MagnitudePruning(MaskingCallback):
         self.schedule = schedule
         self.include = include
         self.exclude = exclude
-        self.pattern, self.block_shape, self.n_m = _parse_pattern(pattern, block_shape, n_m)
+        self.pattern, self.block_shape, self.n_m = parse_pattern(pattern, block_shape, n_m)
         if scope not in SCOPES:
             raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}")
         if scope == "global" and self.pattern == "n:m":
@@ -394,7 +227,7 @@ class MagnitudePruning(MaskingCallback):
             scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
             with scope:
                 state = PruningState(paths, shapes, [str(v.dtype) for v in variables])
-            _attach_state(model, state)
+            attach_state(model, state)
         in_step = constraints_see_masks()
         for v, mask in zip(variables, state.masks, strict=True):
             current = v.constraint
@@ -483,8 +316,8 @@ class MagnitudePruning(MaskingCallback):
             )
         return {
             "schedule": schedule,
-            "include": _pattern_config(self.include),
-            "exclude": _pattern_config(self.exclude),
+            "include": pattern_config(self.include),
+            "exclude": pattern_config(self.exclude),
             "pattern": self.pattern,
             "block_shape": list(self.block_shape),
             "n_m": list(self.n_m),
@@ -496,11 +329,3 @@ class MagnitudePruning(MaskingCallback):
         config = dict(config)
         config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
         return cls(**config)
-
-
-def _pattern_config(pattern: Pattern) -> Any:
-    if pattern is None or isinstance(pattern, str):
-        return pattern
-    if hasattr(pattern, "pattern"):
-        return pattern.pattern
-    return [p.pattern if hasattr(p, "pattern") else p for p in pattern]

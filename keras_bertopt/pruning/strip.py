@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_bertopt.pruning.callback import MaskConstraint, detach_state, get_state
+from keras_bertopt.pruning.state import MaskConstraint, detach_state, get_state
 from keras_bertopt.selection import Pattern, select_variables, variable_path
 
 
