@@ -103,3 +103,99 @@ def test_temporaries_inside_routes_tempfile_into_the_run_folder(tmp_path):
         assert os.path.dirname(made) == scratch == str(tmp_path / files.TEMP_FOLDER)
     assert not os.path.exists(scratch)
     assert tempfile.gettempdir() == before
+
+
+# ---------------------------------------------------------------------------------------
+# The recipe: lock, leftovers and resume inside a stage, through the command line.
+
+DEMO = os.path.join(REPO, "examples", "demo.yaml")
+SMALL = ["finetune.epochs=1", "finetune.steps_per_epoch=12", "prune.steps_per_epoch=24",
+         "prune.frequency=4", "qat.enabled=false", "export.quantization=[none]",
+         "export.qat_quantization=[]", "evaluate.splits=[test]", "checkpoint_every=4"]
+
+
+def _sets(items):
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def test_a_second_run_into_a_locked_folder_is_refused_before_any_work(tmp_path, capsys):
+    from keras_bertopt import cli
+
+    folder = tmp_path / "run"
+    holder = _hold_lock(folder)
+    try:
+        assert cli.main(["run", DEMO, "--output", str(folder), "--quiet", *_sets(SMALL)]) == 2
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    err = capsys.readouterr().err
+    assert f"is in use by another keras-bertopt run (pid {holder.pid}" in err
+    assert sorted(os.listdir(folder)) == [LOCK_NAME]  # nothing written by the refused run
+
+
+def _run(folder, log):
+    return subprocess.Popen(
+        [sys.executable, "-m", "keras_bertopt.cli", "run", DEMO, "--output", str(folder),
+         *_sets(SMALL)], stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": REPO})
+
+
+def _checkpoint_step(path):
+    from keras_bertopt.recipe.checkpoints import StepCheckpoint
+
+    try:
+        return StepCheckpoint(path).step if os.path.exists(path) else 0
+    except (OSError, ValueError, KeyError):  # being renamed into place
+        return 0
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_stage_resumes_to_the_uninterrupted_result(tmp_path):
+    """kill -9 in the prune stage after its second checkpoint (step 8 of 24); the rerun
+    resumes at that step and ends with the same pruned weights and the same TFLite file
+    as a run never killed, leaving nothing behind."""
+    import time
+
+    import numpy as np
+
+    from keras_bertopt.predict import load_model
+
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert _run(reference, tmp_path / "reference.log").wait(timeout=1200) == 0
+    proc = _run(killed, tmp_path / "killed.log")
+    checkpoint = killed / "prune" / "checkpoint.npz"
+    deadline = time.time() + 1200
+    while _checkpoint_step(checkpoint) < 8 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert _checkpoint_step(checkpoint) >= 8
+    assert _run(killed, tmp_path / "resumed.log").wait(timeout=1200) == 0
+    log = (tmp_path / "resumed.log").read_text()
+    assert "finetune: already completed" in log
+    assert "prune: resuming at step " in log
+    for a, b in zip(load_model(reference / "prune" / "model.keras").get_weights(),
+                    load_model(killed / "prune" / "model.keras").get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    name = "prune_float32.tflite"
+    assert (reference / "export" / name).read_bytes() == (killed / "export" / name).read_bytes()
+
+    def listing(folder):
+        return sorted(os.path.relpath(os.path.join(root, n), folder)
+                      for root, dirs, names in os.walk(folder) for n in names + dirs)
+
+    assert listing(killed) == listing(reference)  # no lock, checkpoint or temporary left
+
+
+def test_a_folder_that_is_not_a_run_is_refused_and_left_untouched(tmp_path, capsys):
+    """Cleaning leftovers is for run folders only: a foreign folder's '.tmp' and files named
+    like our temporaries stay, and no lock file is left in it."""
+    from keras_bertopt import cli
+
+    (tmp_path / ".tmp").mkdir()
+    (tmp_path / ".tmp" / "mine.txt").write_text("keep")
+    (tmp_path / ".notes.abcd1234.tmp").write_text("keep")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert cli.main(["run", DEMO, "--output", str(tmp_path), "--quiet", *_sets(SMALL)]) == 2
+    assert "holds no keras-bertopt run" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before

@@ -66,6 +66,7 @@ class _RecipeBase(Section):
     output_dir: str | None = None
     seed: int = 0
     strategy: Literal["auto", "cpu", "mirrored", "multi_worker", "tpu"] = "auto"
+    checkpoint_every: int | None = Field(100, ge=1)
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
 
@@ -97,6 +98,10 @@ def config_class(stages: tuple[Stage, ...], name: str = "RecipeConfig") -> type[
 
         `strategy`: a `keras_bertopt.distribute.get_strategy` kind (``auto``, ``cpu``,
         ``mirrored``, ``multi_worker``, ``tpu``).
+
+        `checkpoint_every`: training steps between in-stage checkpoints
+        (``<stage>/checkpoint.npz``, removed when the stage completes); a run
+        killed mid-stage resumes from the last one. None: off.
         """,
         **{s.name: (s.section, Field(default_factory=s.section)) for s in stages},
     )
@@ -117,6 +122,7 @@ def demo_config(output_dir: str | None = None) -> Any:
     return RecipeConfig(
         output_dir=output_dir,
         seed=0,
+        checkpoint_every=16,
         model=ModelConfig(source="tiny", sequence_length=32),
         data=DataConfig(source="demo", batch_size=32),
         finetune=FinetuneConfig(

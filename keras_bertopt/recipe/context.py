@@ -38,6 +38,10 @@ class RunPaths:
         """``<root>/<stage>/model.keras``."""
         return self(stage, "model.keras")
 
+    def checkpoint(self, stage: str) -> str:
+        """``<root>/<stage>/checkpoint.npz``: the stage's in-progress training state."""
+        return self(stage, "checkpoint.npz")
+
     def relative(self, path: str) -> str:
         """`path` relative to the run folder (how ``state.json`` records files)."""
         return os.path.relpath(path, self.root)

@@ -20,11 +20,13 @@ import os
 import time
 from typing import Any, Mapping, Union
 
+from keras_bertopt import files
 from keras_bertopt.recipe import measure
 from keras_bertopt.recipe.config import RecipeConfig
 from keras_bertopt.recipe.context import ModelStore, RunPaths, StageContext
 from keras_bertopt.recipe.datasets import RecipeData
 from keras_bertopt.recipe.loader import load_config
+from keras_bertopt.recipe.lock import RunLock
 from keras_bertopt.recipe.registry import BY_NAME, STAGES, Stage
 from keras_bertopt.recipe.sections import resolve_model_source
 from keras_bertopt.recipe.state import RunState, open_run
@@ -84,8 +86,14 @@ class Run:
             results=self.state.stages, seed=self.config.seed + stage.seed,
             fit_verbose=self.fit_verbose)
         if stage.trains_model:
+            from keras_bertopt.recipe.checkpoints import reset_seed_generators
+
             keras.utils.set_random_seed(ctx.seed)
             ctx.model = self._input_model(stage)
+            # Seeded again once the model is there: it was kept in memory, read from its
+            # file (after a kill) or built, which draw differently from the random streams.
+            keras.utils.set_random_seed(ctx.seed)
+            reset_seed_generators(ctx.model, ctx.seed)
         return ctx
 
     def _run_stage(self, stage: Stage, head: str) -> None:
@@ -100,6 +108,8 @@ class Run:
         result["seconds"] = time.perf_counter() - start
         self.state.record(stage.name, result)
         self.state.save(self.paths.root)
+        if os.path.exists(self.paths.checkpoint(stage.name)):  # recorded: no longer needed
+            os.remove(self.paths.checkpoint(stage.name))
         log.info(f"{head}: done in {result['seconds']:.1f} s{_summary(stage.name, result)}")
 
     def _start(self, todo: list[Stage]) -> None:
@@ -115,10 +125,23 @@ class Run:
         log.info("strategy: " + distribute.describe(self.strategy, size))
 
     def run(self) -> dict[str, Any]:
-        """Run (or resume) every enabled stage, write the report; return the report dict."""
+        """Run (or resume) every enabled stage, write the report; return the report dict.
+
+        The run folder is locked for the whole run (`RunLock`: a second run into it
+        is refused). Once the folder is known to hold this run, the temporaries a
+        killed run left are removed and scratch files go to ``<root>/.tmp``.
+        """
+        with RunLock(self.paths.root):
+            self.state = open_run(self.paths.root, self.config)  # refuses a foreign folder
+            with files.temporaries_inside(self.paths.root):
+                removed = files.remove_temporaries(self.paths.root)
+                if removed:
+                    log.info(f"removed {len(removed)} unfinished file(s) a stopped run left")
+                return self._run()
+
+    def _run(self) -> dict[str, Any]:
         from keras_bertopt.recipe import report
 
-        self.state = open_run(self.paths.root, self.config)
         if self.state.batch_size is not None:
             self.data.batch_size = self.state.batch_size
         todo = [s for s in STAGES if getattr(self.config, s.name).enabled]

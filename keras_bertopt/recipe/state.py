@@ -21,6 +21,7 @@ import os
 from typing import Any, Mapping
 
 from keras_bertopt import files
+from keras_bertopt.recipe.lock import LOCK_NAME
 
 STATE_VERSION = 1
 
@@ -68,9 +69,10 @@ def _merged(defaults: Any, stored: Any) -> Any:
 
 
 def comparable(config: Any) -> dict[str, Any]:
-    """The config as ``state.json`` records it (without `output_dir`)."""
+    """The config as ``state.json`` records it (without `output_dir`, `checkpoint_every`)."""
     out = plain(config.to_dict())
     out.pop("output_dir", None)
+    out.pop("checkpoint_every", None)  # how often to save does not change the result
     return out
 
 
@@ -163,7 +165,9 @@ def open_run(out: str, config: Any) -> RunState:
         FileExistsError: `out` holds something that is not this recipe's run, or a run
             of a different config.
     """
-    if os.path.isdir(out) and os.listdir(out):
+    # The runner's lock file is there already (and nothing else it writes, so a
+    # folder holding only a '.tmp' of someone else's is refused, not emptied).
+    if os.path.isdir(out) and any(name != LOCK_NAME for name in os.listdir(out)):
         return _reopen(out, config)
     if os.path.exists(out) and not os.path.isdir(out):
         raise FileExistsError(f"output path {out!r} exists and is not a directory")

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 if TYPE_CHECKING:
     from keras_bertopt.recipe.context import StageContext
+
+log = logging.getLogger("keras_bertopt")
 
 
 @dataclasses.dataclass
@@ -70,14 +73,15 @@ def padded_per_batch(model: Any, enabled: bool) -> Iterator[Any]:
         task.preprocessor = fixed
 
 
-def curve_recorder(stage: str, points: list[dict[str, Any]], every: int) -> Any:
-    """A Keras callback appending (step, loss, accuracy, ...) to `points` every `every` steps."""
+def curve_recorder(stage: str, points: list[dict[str, Any]], every: int, start: int = 0) -> Any:
+    """A Keras callback appending (step, loss, accuracy, ...) to `points` every `every` steps
+    (counting from `start`, the steps already done)."""
     import keras
 
     class CurveRecorder(keras.callbacks.Callback):
         def __init__(self) -> None:
             super().__init__()
-            self.step = 0
+            self.step = start
 
         def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
             self.step += 1
@@ -101,28 +105,47 @@ def _padding(throughput: Any, bucketed: bool) -> dict[str, Any]:
             "padded_tokens": int(padded), "padding_efficiency": tokens / padded if padded else None}
 
 
+def _checkpoint(ctx: StageContext, total: int) -> Any:
+    """The stage's `StepCheckpoint` (None when `checkpoint_every` is off)."""
+    from keras_bertopt.recipe.checkpoints import StepCheckpoint
+
+    every = ctx.config.checkpoint_every
+    if not every:
+        return None
+    checkpoint = StepCheckpoint(ctx.paths.checkpoint(ctx.name), every)
+    if checkpoint.step:
+        log.info(f"{ctx.name}: resuming at step {checkpoint.step} of {total} "
+                 f"(checkpoint {ctx.paths.relative(checkpoint.path)})")
+    return checkpoint
+
+
 def fit(ctx: StageContext, model: Any, epochs: int, steps: int,
         extra: list[Any]) -> dict[str, Any]:
     """`model.fit` on the training split with `extra` callbacks plus throughput, learning
-    rate and curve logging; returns ``{"history", "padding", "curves"}`` as plain data."""
+    rate and curve logging, resumed from the stage's checkpoint when there is one (see
+    `checkpoints.resumable_fit`); returns ``{"history", "padding", "curves"}``."""
     from keras_bertopt import callbacks
+    from keras_bertopt.recipe.checkpoints import resumable_fit
 
-    curves: list[dict[str, Any]] = []
-    recorder = curve_recorder(ctx.name, curves, max(1, epochs * steps // 50))
+    checkpoint = _checkpoint(ctx, epochs * steps)
+    # Saved with each checkpoint, so a resumed stage keeps the points recorded before.
+    curves = checkpoint.extras.setdefault("curves", []) if checkpoint else []
+    recorder = curve_recorder(ctx.name, curves, max(1, epochs * steps // 50),
+                              checkpoint.step if checkpoint else 0)
     with padded_per_batch(model, ctx.config.data.bucketing) as bucketing:
-        train = ctx.data.train_dataset(bucketing)
         throughput = callbacks.Throughput(warmup_steps=min(3, max(0, steps - 1)), verbose=0)
-        train = throughput.count_tokens(train, model)
-        history = model.fit(
-            train,
-            epochs=epochs,
-            steps_per_epoch=steps,
-            validation_data=ctx.data.validation_data(),
+
+        def train() -> Any:  # a new pipeline per `fit` call: the same batches in order
+            return throughput.count_tokens(ctx.data.train_dataset(bucketing), model)
+
+        history = resumable_fit(
+            model, train, epochs=epochs, steps_per_epoch=steps, checkpoint=checkpoint,
             callbacks=[*extra, throughput, callbacks.LearningRateLogger(), recorder],
-            verbose=ctx.fit_verbose,
+            validation_data=ctx.data.validation_data(), verbose=ctx.fit_verbose,
+            shuffle=False,  # the pipeline shuffles (Keras warns about shuffle=True)
         )
-    return {"history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
-            "padding": _padding(throughput, bucketing is not None), "curves": curves}
+    return {"history": history, "padding": _padding(throughput, bucketing is not None),
+            "curves": list(curves)}
 
 
 def train(
