@@ -74,6 +74,8 @@ class Run:
             self.data.batch_size = self.state.batch_size = report.choose("fastest")
             self.state.batch_size_search = report.to_dict()
             log.info(f"data.batch_size auto: {self.data.batch_size} (most tokens/s)\n{report}")
+        if self.state.batch_size is not None or self.state.sequence_length is not None:
+            self.state.save(self.paths.root)  # a run resumed after a kill keeps them
         return model
 
     def _context(self, stage: Stage) -> StageContext:
