@@ -84,18 +84,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(report: dict[str, Any]) -> None:
+    """The final table, on stdout even with --quiet."""
     splits = report.get("splits") or []
     if not splits:
         return
     split = splits[0]
     for item in report.get("models", []):
         acc = item["metrics"].get(split, {}).get("accuracy")
-        log.info(f"  {item['stage']:>9} keras          {item['size_bytes'] / 1e6:8.3f} MB  "
-                 f"{split} accuracy {acc:.4f}")
+        print(f"  {item['stage']:>9} keras          {item['size_bytes'] / 1e6:8.3f} MB  "
+              f"{split} accuracy {acc:.4f}", flush=True)
     for item in report.get("exports", []):
         acc = item["metrics"].get(split, {}).get("accuracy")
-        log.info(f"  {item['stage']:>9} tflite {item['quantization']:<8}"
-                 f"{item['size_bytes'] / 1e6:8.3f} MB  {split} accuracy {acc:.4f}")
+        print(f"  {item['stage']:>9} tflite {item['quantization']:<8}"
+              f"{item['size_bytes'] / 1e6:8.3f} MB  {split} accuracy {acc:.4f}", flush=True)
 
 
 def _check_keras_path(path: str) -> None:

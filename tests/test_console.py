@@ -188,3 +188,18 @@ def test_loading_a_saved_classifier_warns_nothing(tiny_classifier, tmp_path):
         model = load_model(path)
     assert [str(w.message) for w in ours] == []
     np.testing.assert_array_equal(model.get_weights()[0], tiny_classifier.get_weights()[0])
+
+
+def test_quiet_still_prints_the_final_table(capsys):
+    console.set_log_levels(console.QUIET)
+    try:
+        console.logger().info("stage 1/5 finetune: running")
+        cli._print_summary({"splits": ["test"], "models": [
+            {"stage": "prune", "size_bytes": 206_000, "metrics": {"test": {"accuracy": 0.95}}}],
+            "exports": [{"stage": "qat", "quantization": "int8", "size_bytes": 104_000,
+                         "metrics": {"test": {"accuracy": 0.9531}}}]})
+    finally:
+        console.set_log_levels(console.NORMAL)
+    assert capsys.readouterr().out.splitlines() == [
+        "      prune keras             0.206 MB  test accuracy 0.9500",
+        "        qat tflite int8       0.104 MB  test accuracy 0.9531"]
