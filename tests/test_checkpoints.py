@@ -31,8 +31,11 @@ def _dense_model(seed=3, dropout=0.3):
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"),
-                              keras.layers.Dropout(dropout), keras.layers.Dense(3)])
+    # Functional, as the recipe's classifiers are: a Sequential model does not track the
+    # pruning state MagnitudePruning attaches, so its masks would not be checkpointed.
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dropout(dropout)(keras.layers.Dense(16, activation="relu")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
     schedule = keras.optimizers.schedules.PolynomialDecay(3e-2, decay_steps=15)
     model.compile(keras.optimizers.Adam(schedule),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -55,13 +58,22 @@ def _state(model):
     return [v.numpy() for v in model.variables] + [v.numpy() for v in model.optimizer.variables]
 
 
-def _fit(tmp_path, name, stop_at=None, every=3, epochs=3, steps=5):
+def _pruning():
+    from keras_bertopt import pruning
+
+    schedule = pruning.PolynomialSparsity(initial_sparsity=0.0, final_sparsity=0.6,
+                                          begin_step=0, end_step=12, frequency=3)
+    return pruning.MagnitudePruning(schedule=schedule, include=r"kernel$")
+
+
+def _fit(tmp_path, name, stop_at=None, every=3, epochs=3, steps=5, prune=False):
     from keras_bertopt.recipe.checkpoints import StepCheckpoint, resumable_fit
 
     model = _dense_model()
     _, val = _dense_data()
     checkpoint = StepCheckpoint(tmp_path / f"{name}.npz", every=every)
-    extra = [] if stop_at is None else [_stop_at(stop_at)]
+    extra = [_pruning()] if prune else []
+    extra += [] if stop_at is None else [_stop_at(stop_at)]
     history = resumable_fit(model, lambda: _dense_data()[0].repeat(), epochs=epochs,
                             steps_per_epoch=steps, checkpoint=checkpoint, callbacks=extra,
                             validation_data=val, verbose=0)
@@ -91,6 +103,20 @@ def test_a_fit_stopped_at_any_step_resumes_to_the_same_weights(tmp_path, stop_at
     assert not os.path.exists(tmp_path / "run.npz")
 
 
+@pytest.mark.parametrize("stop_at", [4, 7])
+def test_a_pruning_schedule_resumes_on_the_step_it_was_due(tmp_path, stop_at):
+    """Checkpoints at steps 3 and 6 fall on mask updates (every 3 steps): the resumed fit
+    neither skips nor repeats the update, so masks and weights equal the uninterrupted."""
+    reference, _, _ = _fit(tmp_path, "reference", prune=True)
+    with pytest.raises(Interrupt):
+        _fit(tmp_path, "run", stop_at=stop_at, prune=True)
+    resumed, _, _ = _fit(tmp_path, "run", prune=True)
+    zeros = float(np.mean(reference.layers[1].kernel.numpy() == 0))
+    assert 0.5 < zeros < 0.7  # pruned to about the target (0.6)
+    for a, b in zip(_state(reference), _state(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_without_skipping_the_data_a_resume_would_differ(tmp_path):
     """The check above is sensitive: replaying data from the start (what a plain restart
     with restored weights does) gives other weights."""
@@ -106,7 +132,7 @@ def test_without_skipping_the_data_a_resume_would_differ(tmp_path):
     checkpoint = StepCheckpoint(tmp_path / "run.npz", every=3)
     model.fit(data.repeat(), initial_epoch=1, epochs=3, steps_per_epoch=5, verbose=0,
               callbacks=[checkpoint, keras.callbacks.Callback()])
-    assert not np.array_equal(reference.layers[0].kernel.numpy(), model.layers[0].kernel.numpy())
+    assert not np.array_equal(reference.layers[1].kernel.numpy(), model.layers[1].kernel.numpy())
 
 
 def test_epoch_checkpoints_agree_with_keras_backup_and_restore(tmp_path):

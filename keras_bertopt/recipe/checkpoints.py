@@ -74,8 +74,10 @@ class StepCheckpoint(keras.callbacks.Callback):
 
     Args:
         path: the checkpoint file (``.npz``); its folder is created.
-        every: steps between checkpoints (>= 1). A checkpoint falling on the last
-            step of an epoch is written after the epoch's validation, with its logs.
+        every: steps between checkpoints (>= 1). The checkpoint after step k is
+            written at the begin of batch k + 1, after the callbacks listed before
+            it did their batch-begin work; one falling on the last step of an
+            epoch is written after the epoch's validation, with its logs.
 
     Attributes:
         step: training steps done (restored from the file).
@@ -97,7 +99,7 @@ class StepCheckpoint(keras.callbacks.Callback):
         if os.path.isfile(path):
             with np.load(path) as saved:
                 self._use_meta(json.loads(str(saved["meta"])))
-        self._restored = False
+        self._restored, self._save_next = False, False
 
     def _use_meta(self, meta: dict[str, Any]) -> None:
         self.meta, self.step, self.epoch_logs = meta, meta["step"], meta["epoch_logs"]
@@ -163,13 +165,21 @@ class StepCheckpoint(keras.callbacks.Callback):
             self._restored = True
             self.restore()
 
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        # Saved here, not at the last batch's end: the callbacks listed before this one
+        # have done their work for the steps done (a pruning schedule evaluates step k at
+        # the begin of batch k), so a resume neither skips nor repeats it.
+        if self._save_next:
+            self._save_next = False
+            self.save()
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.step += 1
         last_of_epoch = batch + 1 == (self.params or {}).get("steps")
-        if self.step % self.every == 0 and not last_of_epoch:
-            self.save()
+        self._save_next = self.step % self.every == 0 and not last_of_epoch
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._save_next = False
         self.epoch_logs.append({k: float(v) for k, v in (logs or {}).items()})
         if self.step % self.every == 0:
             self.save()
