@@ -32,6 +32,7 @@ _SUBMODULES = (
     "distribute",
     "export",
     "files",
+    "hf_checkpoint",
     "kernels",
     "lengths",
     "lr_multipliers",
