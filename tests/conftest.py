@@ -26,6 +26,41 @@ def tiny_classifier():
     return build_classifier(TinyConfig(), num_classes=2, sequence_length=32)
 
 
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory):
+    """A factory of the tiny classifier (TinyConfig(), 2 classes) fine-tuned on 1024 demo
+    sentences (one epoch, batch 32, AdamW 3e-3), trained once per test process.
+
+    Each call builds a fresh compiled model with those weights, so a test may train, prune or
+    quantize it without touching another test's copy::
+
+        model = trained_tiny()                    # sequence length 32
+        short = trained_tiny(sequence_length=16)  # the same weights, a shorter preprocessor
+    """
+    import keras
+
+    from keras_bertopt.data import demo_dataset
+    from keras_bertopt.models import TinyConfig, build_classifier
+
+    def compiled(model):
+        model.compile(optimizer=keras.optimizers.AdamW(3e-3),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        return model
+
+    model = compiled(build_classifier(TinyConfig(), num_classes=2, sequence_length=32))
+    model.fit(demo_dataset("train", batch_size=32, size=1024), epochs=1, verbose=0)
+    path = str(tmp_path_factory.mktemp("trained_tiny") / "model.weights.h5")
+    model.save_weights(path)
+
+    def build(sequence_length: int = 32):
+        fresh = build_classifier(TinyConfig(), num_classes=2, sequence_length=sequence_length)
+        fresh.load_weights(path)
+        return compiled(fresh)
+
+    return build
+
+
 @pytest.fixture
 def example_configs(tmp_path):
     """Every examples/*.yaml|yml|json copied to tmp_path/repo/examples/, with each relative

@@ -11,17 +11,11 @@ LABELS = ["negative", "positive"]
 
 
 @pytest.fixture(scope="module")
-def demo_model():
-    """The tiny demo classifier trained briefly on the demo data, and 64 held-out sentences."""
-    import keras
+def demo_model(trained_tiny):
+    """The trained tiny demo classifier (see conftest), and 64 held-out sentences."""
+    from keras_bertopt.data import demo_examples
 
-    from keras_bertopt.data import demo_dataset, demo_examples
-    from keras_bertopt.models import TinyConfig, build_classifier
-
-    model = build_classifier(TinyConfig(), num_classes=2, sequence_length=SEQ)
-    model.compile(optimizer=keras.optimizers.AdamW(3e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(demo_dataset("train", 32).take(30), epochs=1, verbose=0)
+    model = trained_tiny(SEQ)
     texts, labels = demo_examples("test", 64)
     return model, texts, labels
 

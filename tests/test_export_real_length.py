@@ -7,17 +7,11 @@ SEQ = 32
 
 
 @pytest.fixture(scope="module")
-def trained():
-    """The tiny classifier after a few training steps, and 48 held-out demo sentences."""
-    import keras
+def trained(trained_tiny):
+    """The trained tiny classifier (see conftest), and 48 held-out demo sentences."""
+    from keras_bertopt.data import demo_examples
 
-    from keras_bertopt.data import demo_dataset, demo_examples
-    from keras_bertopt.models import TinyConfig, build_classifier
-
-    model = build_classifier(TinyConfig(), num_classes=2, sequence_length=SEQ)
-    model.compile(optimizer=keras.optimizers.AdamW(3e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(demo_dataset("train", 32).take(30), epochs=1, verbose=0)
+    model = trained_tiny(SEQ)
     texts, labels = demo_examples("validation", 48)
     # Sentences of varied length, some longer than SEQ (truncated by the preprocessor).
     texts = texts[:44] + ["good", "a dull mess", " ".join(["a very good film"] * 12), "bad"]

@@ -264,14 +264,12 @@ def test_quantize_attention_probs_option(tiny_classifier):
 
 # ----------------------------------------------------------------------------- training
 @pytest.fixture(scope="module")
-def trained_qat():
-    """A tiny classifier trained one float epoch, then QAT-fine-tuned two epochs."""
+def trained_qat(trained_tiny):
+    """A tiny classifier trained one float epoch (see conftest), then QAT-fine-tuned two
+    epochs."""
     from keras_bertopt.data import demo_dataset
-    from keras_bertopt.models import TinyConfig, build_classifier
 
-    model = build_classifier(TinyConfig(), num_classes=2, sequence_length=32)
-    _compile(model, 1e-3)
-    model.fit(demo_dataset("train", batch_size=32, size=1024), epochs=1, verbose=0)
+    model = trained_tiny()
     qat = quantize_aware(model, QuantizationConfig(quantize_embeddings=True))
     _compile(qat, 1e-3)
     history = qat.fit(demo_dataset("train", batch_size=32, size=1024), epochs=2, verbose=0)

@@ -16,20 +16,39 @@ def _compile(model):
     )
 
 
-def _round_kernels_in_place(float_model, qat):
-    """Give `float_model` (QAT's source) every quantized kernel on its int8 grid."""
-    from keras_bertopt import _compat
-    from keras_bertopt.quantization import fake_quant_weight, quantized_layers
-    from keras_bertopt.quantization.layers import kernel_reduce_axes
+def _int8_grid_by_reference(kernel, equation=None):
+    """`kernel` rounded to 255 symmetric levels per output channel by TensorFlow's reference
+    op `fake_quant_with_min_max_vars_per_channel` (min -max|w|, max +max|w|, narrow range:
+    scale max|w| / 127, zero point 0). Output channels: a Dense kernel's last axis; for an
+    EinsumDense, the kernel letters that appear in the output (read here from `equation`)."""
+    import tensorflow as tf
 
-    by_path = {layer.kernel.path: layer for layer in quantized_layers(qat)}
+    k = np.asarray(kernel, np.float32)
+    if equation is None:
+        out_axes = [k.ndim - 1]
+    else:
+        inputs, output = equation.replace(" ", "").split("->")
+        out_axes = [i for i, letter in enumerate(inputs.split(",")[1]) if letter in output]
+    in_axes = [i for i in range(k.ndim) if i not in out_axes]
+    moved = np.transpose(k, in_axes + out_axes)
+    flat = moved.reshape(-1, int(np.prod([k.shape[i] for i in out_axes])))
+    amax = np.abs(flat).max(axis=0)
+    rounded = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+        flat, -amax, amax, num_bits=8, narrow_range=True).numpy()
+    return np.transpose(rounded.reshape(moved.shape), np.argsort(in_axes + out_axes))
+
+
+def _round_kernels_in_place(float_model, qat):
+    """Give `float_model` (QAT's source) every Dense/EinsumDense kernel on its int8 grid."""
+    from keras_bertopt import _compat
+
     rounded = 0
     for layer in _compat.flatten_layers(float_model):
-        kernel = getattr(layer, "kernel", None)
-        if kernel is not None and kernel.path in by_path:
-            kernel.assign(fake_quant_weight(kernel, kernel_reduce_axes(layer)))
+        if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense)):
+            equation = getattr(layer, "equation", None)
+            layer.kernel.assign(_int8_grid_by_reference(layer.kernel, equation))
             rounded += 1
-    assert rounded == len(by_path)
+    assert rounded == len(qat.quantized_paths)  # the same layers QAT quantized
     return float_model
 
 
@@ -71,13 +90,10 @@ def _hybrid_matmuls(signatures):
 
 
 @pytest.fixture(scope="module")
-def trained_dynamic():
+def trained_dynamic(trained_tiny):
     from keras_bertopt.data import demo_dataset
-    from keras_bertopt.models import TinyConfig, build_classifier
 
-    model = build_classifier(TinyConfig(), num_classes=2, sequence_length=32)
-    _compile(model)
-    model.fit(demo_dataset("train", batch_size=32, size=512), epochs=1, verbose=0)
+    model = trained_tiny()  # one float epoch (see conftest)
     qat = quantize_aware(model, QuantizationConfig(activations="dynamic"))
     _compile(qat)
     qat.fit(demo_dataset("train", batch_size=32, size=256), epochs=1, verbose=0)

@@ -52,13 +52,10 @@ def test_fully_integer_patches_layer_norm_attention_and_sums(tiny_classifier):
 
 
 @pytest.fixture(scope="module")
-def trained_integer():
+def trained_integer(trained_tiny):
     from keras_bertopt.data import demo_dataset
-    from keras_bertopt.models import TinyConfig, build_classifier
 
-    model = build_classifier(TinyConfig(), num_classes=2, sequence_length=32)
-    _compile(model, 3e-3)
-    model.fit(demo_dataset("train", batch_size=32, size=1024), epochs=1, verbose=0)
+    model = trained_tiny()  # one float epoch (see conftest)
     qat = quantize_aware(model, QuantizationConfig(fully_integer=True))
     _compile(qat)
     qat.fit(demo_dataset("train", batch_size=32, size=1024), epochs=1, verbose=0)
