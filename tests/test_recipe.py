@@ -285,30 +285,42 @@ MICRO = {
 
 
 @pytest.mark.slow
-def test_failed_stage_keeps_earlier_ones_and_rerun_resumes(tmp_path, monkeypatch, package_log):
+def test_failed_stage_keeps_earlier_ones_and_rerun_resumes(tmp_path, monkeypatch, capsys):
+    """`keras-bertopt run CONFIG --output DIR --set k=v` as a user runs it (the CLI's own
+    entry point, in this process): a stage that fails exits 1 and keeps the earlier stages;
+    the same command again resumes; a finished run trains nothing."""
+    import yaml
+
+    from keras_bertopt import cli
     from keras_bertopt.recipe.stages import prune
 
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(MICRO))
     out = str(tmp_path / "run")
+    # --set overrides the file's 4 fine-tune steps (the state records the steps run).
+    args = ["run", str(config), "--output", out, "--set", "finetune.steps_per_epoch=2"]
 
     def broken(ctx):
         raise RuntimeError("disk full (simulated)")
 
     monkeypatch.setattr(prune, "run", broken)
-    with pytest.raises(recipe.RecipeError, match="stage 'prune' failed: disk full"):
-        recipe.run(MICRO, output_dir=out, fit_verbose=0)
+    assert cli.main(args) == 1
+    printed = capsys.readouterr()
+    assert "failed" in printed.err and "stage 'prune' failed: disk full" in printed.err
+    assert "prune: FAILED" in printed.out + printed.err
     state = json.loads(open(os.path.join(out, "state.json")).read())
     assert state["completed"] == ["finetune"]
-    assert os.path.isfile(os.path.join(out, "finetune", "model.keras"))
+    assert state["stages"]["finetune"]["steps"] == 2
     finetune_bytes = open(os.path.join(out, "finetune", "model.keras"), "rb").read()
-    assert any("prune: FAILED" in line for line in package_log.messages)
 
     monkeypatch.undo()
-    package_log.clear()
-    result = recipe.run(MICRO, output_dir=out, fit_verbose=0)
-    assert any("finetune: already completed" in line for line in package_log.messages)
-    assert any("prune: done in" in line for line in package_log.messages)
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "finetune: already completed" in printed
+    assert "prune: done in" in printed and "evaluate: done in" in printed
     # The fine-tuned model was not retrained or rewritten.
     assert open(os.path.join(out, "finetune", "model.keras"), "rb").read() == finetune_bytes
+    result = json.loads(open(os.path.join(out, "report.json")).read())
     assert result["completed"] == ["finetune", "prune", "evaluate"]
     prune_row = next(r for r in result["stages"] if r["stage"] == "prune")
     assert prune_row["sparsity"] == pytest.approx(0.5, abs=1e-3)
@@ -321,9 +333,8 @@ def test_failed_stage_keeps_earlier_ones_and_rerun_resumes(tmp_path, monkeypatch
     assert {c["stage"] for c in result["curves"]} == {"finetune", "prune"}
 
     # Everything done: a third run trains nothing and keeps the results.
-    package_log.clear()
-    recipe.run(MICRO, output_dir=out, fit_verbose=0)
-    assert sum("already completed" in line for line in package_log.messages) == 3
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out.count("already completed") == 3
 
 
 def test_parse_overrides_reads_yaml_values():
