@@ -2,8 +2,6 @@
 
 import json
 import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -306,15 +304,6 @@ def test_glue_download_offline_fails_fast(monkeypatch, tmp_path):
     with pytest.raises(ConnectionError, match=r"glue/mrpc.*network access.*resolve") as info:
         load_glue("mrpc", "train", data_dir=str(tmp_path))
     assert "dl.fbaipublicfiles.com" in str(info.value)
-
-
-def test_import_does_not_import_tfds():
-    code = (
-        "import sys, keras_bertopt.data, keras_bertopt.models; "
-        "assert 'tensorflow_datasets' not in sys.modules; "
-        "assert 'tensorflow_model_optimization' not in sys.modules"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # ---------------------------------------------------------------------------------------

@@ -14,6 +14,11 @@ def test_import_sets_nothing_and_loads_neither_tensorflow_nor_optional_packages(
         "assert dict(os.environ) == before, 'environment changed'; "
         "bad = [m for m in ('tensorflow', 'tensorflow_model_optimization', "
         "'tensorflow_datasets', 'mediapipe', 'keras') "
+        "if m in sys.modules]; assert not bad, bad; "
+        # The data loaders and models need TensorFlow and Keras, still not tfds or tfmot
+        # (one process for both checks: each costs a TensorFlow import).
+        "import keras_bertopt.data, keras_bertopt.models; "
+        "bad = [m for m in ('tensorflow_datasets', 'tensorflow_model_optimization') "
         "if m in sys.modules]; assert not bad, bad; print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
