@@ -39,6 +39,7 @@ _SUBMODULES = (
     "metrics",
     "models",
     "optimizers",
+    "padding_stats",
     "path_optimizers",
     "predict",
     "pruning",
