@@ -32,6 +32,7 @@ _SUBMODULES = (
     "distribute",
     "export",
     "files",
+    "glue",
     "hf_checkpoint",
     "kernels",
     "lengths",
