@@ -10,19 +10,11 @@ SEQ = 32
 
 
 @pytest.fixture(scope="module")
-def trained():
-    """The tiny classifier after a few training steps (varied logits), and 64 held-out texts."""
-    import keras
+def trained(trained_tiny):
+    """The trained tiny classifier (varied logits; see conftest), and 64 held-out texts."""
+    from keras_bertopt.data import demo_examples
 
-    from keras_bertopt.data import demo_dataset, demo_examples
-    from keras_bertopt.models import TinyConfig, build_classifier
-
-    model = build_classifier(TinyConfig(), num_classes=2, sequence_length=SEQ)
-    model.compile(
-        optimizer=keras.optimizers.AdamW(3e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(demo_dataset("train", 32).take(30), epochs=1, verbose=0)
+    model = trained_tiny(SEQ)
     texts, labels = demo_examples("validation", 64)
     return model, texts, labels
 
@@ -170,7 +162,8 @@ def test_post_training_int8_has_int8_fully_connected(trained, fixed_float_report
     assert np.mean(labels == keras_labels) == pytest.approx(report.label_agreement)
     # Selective PTQ: attention matmuls (two activations) stay float, the dense layers int8.
     selective = to_tflite(model, tmp_path / "int8_fm.tflite", "int8",
-                          representative_data=texts[:16], keep_float_ops=["BATCH_MATMUL"],
+                          representative_data=demo_dataset("train", 16, size=64),
+                          keep_float_ops=["BATCH_MATMUL"],
                           latency_runs=0)
     assert selective.ops["FULLY_CONNECTED"] == {"int8": 14}
     assert selective.ops["BATCH_MATMUL"] == {"float": 4}
@@ -231,6 +224,21 @@ def test_default_int8_file_is_a_quarter_of_float32_when_weights_dominate(tmp_pat
     report = to_tflite(qat, tmp_path / "int8.tflite", "int8", verify=False, length_buckets=None)
     assert report.ops["GATHER"].get("int8", 0) >= 2
     assert report.size_bytes <= 0.45 * float_report.size_bytes
+    # quantize_embeddings=False: the same int8 matmuls, the tables stay float32. The file
+    # grows by 3 bytes (float32 - int8) per table entry, counted here from the model.
+    from keras_bertopt.quantization import QuantizationConfig
+
+    tables = sum(int(np.prod(w.shape)) for w in model.weights if w.path.endswith("embeddings"))
+    float_tables = quantize_aware(model, QuantizationConfig(quantize_embeddings=False))
+    float_tables.compile(optimizer=keras.optimizers.AdamW(1e-4),
+                         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    float_tables.fit(demo_dataset("train", 32).take(2), epochs=1, verbose=0)
+    kept = to_tflite(float_tables, tmp_path / "int8_float_tables.tflite", "int8", verify=False,
+                     length_buckets=None)
+    assert kept.ops["GATHER"].get("int8", 0) == 0
+    assert kept.ops["FULLY_CONNECTED"] == report.ops["FULLY_CONNECTED"]
+    assert kept.size_bytes - report.size_bytes == pytest.approx(3 * tables, rel=0.1)
+    assert kept.size_bytes >= 0.9 * float_report.size_bytes
 
 
 @pytest.mark.slow
