@@ -256,7 +256,8 @@ class TFLiteClassifier:
         Args:
             data: a `tf.data.Dataset` of (text, label) batches (as
                 `keras_bertopt.data` returns), an ``(texts, labels)`` tuple, or
-                a list of texts with `labels` given.
+                a list of texts with `labels` given. Sentence pairs: batches of
+                ``((first, second), label)``, or ``(firsts, seconds)`` for texts.
             labels: the labels when `data` is a list of texts.
 
         Returns:

@@ -204,32 +204,62 @@ def random_inputs(vocabulary_size: int, sequence_length: int, n: int,
     return {"token_ids": ids * mask, "segment_ids": np.zeros_like(ids), "padding_mask": mask}
 
 
-def labelled_examples(data: Any, labels: Sequence[int] | None) -> tuple[list, list]:
-    """(texts, labels) from a (text, label) dataset, a (texts, labels) tuple or texts + labels."""
+def _texts_or_pair(value: Any) -> list | tuple[list, list] | None:
+    """A list of strings, or for sentence pairs a ``(firsts, seconds)`` tuple of two
+    equal-length lists; None when `value` is neither."""
+    if (isinstance(value, tuple) and len(value) == 2 and all(is_text_list(p) for p in value)
+            and len(value[0]) == len(value[1])):
+        return list(value[0]), list(value[1])
+    return list(value) if is_text_list(value) else None
+
+
+def _count(texts: list | tuple[list, list]) -> int:
+    return len(texts[0]) if isinstance(texts, tuple) else len(texts)
+
+
+def labelled_examples(data: Any, labels: Sequence[int] | None) -> tuple[Any, list]:
+    """(texts, labels) from a (text, label) dataset, a (texts, labels) tuple or texts + labels.
+
+    Sentence pairs (a dataset yielding ``((first, second), label)``, or
+    ``((firsts, seconds), labels)``) come back as a ``(firsts, seconds)`` tuple of lists.
+    """
     if labels is not None:
-        if not is_text_list(data):
-            raise ValueError("with `labels`, `data` must be a list of strings")
-        if len(labels) != len(data):
-            raise ValueError(f"`labels` has {len(labels)} items but `data` has {len(data)}")
-        return list(data), list(labels)
-    if isinstance(data, tuple) and len(data) == 2 and is_text_list(data[0]):
-        if len(data[0]) != len(data[1]):
-            raise ValueError(f"`data` texts ({len(data[0])}) and labels ({len(data[1])}) differ")
-        return list(data[0]), list(np.asarray(data[1]).reshape(-1))
+        texts = _texts_or_pair(data)
+        if texts is None:
+            raise ValueError("with `labels`, `data` must be a list of strings or a pair of lists")
+        if len(labels) != _count(texts):
+            raise ValueError(f"`labels` has {len(labels)} items but `data` has {_count(texts)}")
+        return texts, list(labels)
+    if isinstance(data, tuple) and len(data) == 2 and _texts_or_pair(data[0]) is not None:
+        texts = _texts_or_pair(data[0])
+        if _count(texts) != len(data[1]):
+            raise ValueError(f"`data` texts ({_count(texts)}) and labels ({len(data[1])}) differ")
+        return texts, list(np.asarray(data[1]).reshape(-1))
     if hasattr(data, "as_numpy_iterator") or isinstance(data, Iterable):
-        texts, truth = [], []
-        for element in (data.as_numpy_iterator() if hasattr(data, "as_numpy_iterator")
-                        else data):
-            if not isinstance(element, tuple) or len(element) < 2:
-                raise ValueError("`data` must yield (text, label) pairs or batches")
-            x, y = element[0], element[1]
-            texts += as_strings(np.asarray(x), "data")
-            truth += [int(v) for v in np.asarray(y).reshape(-1)]
-        return texts, truth
+        return _labelled_from_elements(
+            data.as_numpy_iterator() if hasattr(data, "as_numpy_iterator") else data)
     raise ValueError(
         "`data` must be a tf.data.Dataset of (text, label) batches or a (texts, labels) tuple, "
         f"got {type(data).__name__}"
     )
+
+
+def _labelled_from_elements(elements: Iterable) -> tuple[Any, list]:
+    firsts, seconds, truth = [], [], []
+    pairs = None
+    for element in elements:
+        if not isinstance(element, tuple) or len(element) < 2:
+            raise ValueError("`data` must yield (text, label) pairs or batches")
+        x, y = element[0], element[1]
+        is_pair = isinstance(x, tuple) and len(x) == 2
+        if pairs is not None and is_pair != pairs:
+            raise ValueError("`data` mixes single sentences and sentence pairs")
+        pairs = is_pair
+        firsts += as_strings(np.asarray(x[0] if is_pair else x), "data")
+        if is_pair:
+            seconds += as_strings(np.asarray(x[1]), "data")
+        truth += [int(v) for v in np.asarray(y).reshape(-1)]
+    return ((firsts, seconds) if pairs else firsts), truth
 
 
 def texts_of(data: Any, limit: int) -> list[str] | None:
