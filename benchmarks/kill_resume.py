@@ -108,6 +108,7 @@ def main() -> None:
     started = time.time()
     rng = random.Random(args.seed)
     work = args.work or tempfile.mkdtemp(prefix="kill_resume_")
+    os.makedirs(work, exist_ok=True)  # --work may name a new folder
     reference, killed = os.path.join(work, "reference"), os.path.join(work, "killed")
     temp_before = _temp_entries()
 
