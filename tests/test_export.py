@@ -174,28 +174,6 @@ def test_post_training_int8_has_int8_fully_connected(trained, fixed_float_report
 
 
 @pytest.mark.slow
-def test_quantize_aware_model_exports_with_learned_ranges(trained, tmp_path):
-    import keras
-
-    from keras_bertopt.data import demo_dataset
-    from keras_bertopt.export import to_tflite
-    from keras_bertopt.quantization import quantize_aware, quantized_layers
-
-    model, texts, _ = trained
-    qat = quantize_aware(model)
-    qat.compile(optimizer=keras.optimizers.AdamW(1e-4),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    qat.fit(demo_dataset("train", 32).take(4), epochs=1, verbose=0)
-    report = to_tflite(qat, tmp_path / "qat.tflite", "int8", sample_data=texts,
-                       num_samples=64, latency_runs=0)
-    assert report.quantize_aware and report.fake_quant_ops > 0
-    assert report.ops["FULLY_CONNECTED"] == {"int8": len(quantized_layers(qat))}
-    assert report.label_agreement >= 0.98
-    # Default arguments give the small file: embedding tables int8 too (GATHER on int8).
-    assert report.ops["GATHER"].get("int8", 0) >= 2
-
-
-@pytest.mark.slow
 def test_default_int8_file_is_a_quarter_of_float32_when_weights_dominate(tmp_path):
     """`quantize_aware(model)` + `to_tflite(..., "int8")`, default arguments: the small file.
 
