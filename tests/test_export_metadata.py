@@ -61,26 +61,6 @@ def test_float32_file_with_metadata_runs_in_mediapipe(demo_model, tmp_path):
     assert "100.0% label agreement with TFLiteClassifier on 64 texts" in str(report)
 
 
-@pytest.mark.slow
-def test_quantize_aware_int8_file_with_metadata_runs_in_mediapipe(demo_model, tmp_path):
-    import keras
-
-    from keras_bertopt.data import demo_dataset
-    from keras_bertopt.export import to_tflite
-    from keras_bertopt.quantization import quantize_aware
-
-    model, texts, _ = demo_model
-    qat = quantize_aware(model)
-    qat.compile(optimizer=keras.optimizers.AdamW(1e-4),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    qat.fit(demo_dataset("train", 32).take(4), epochs=1, verbose=0)
-    path = str(tmp_path / "demo_qat_int8.tflite")
-    report = to_tflite(qat, path, "int8", metadata=True, labels=LABELS, sample_data=texts,
-                       num_samples=64, latency_runs=0)
-    assert report.quantize_aware and report.ops["FULLY_CONNECTED"].get("int8", 0) >= 12
-    _mediapipe_check(qat, path, texts, report)
-
-
 def test_metadata_arguments_fail_before_conversion(tiny_classifier, tmp_path, monkeypatch):
     import keras
     import keras_hub

@@ -154,6 +154,18 @@ def test_quantized_real_length_files_match_their_fixed_length_twins(trained, tmp
                                    atol=2e-3)
 
 
+def _mediapipe_agrees(path, texts, report, ours):
+    """MediaPipe's TextClassifier, run on the file at `path`, labels `texts` as ours."""
+    from keras_bertopt.export.metadata import mediapipe_labels
+
+    assert report.metadata and report.output == "probabilities"
+    assert report.mediapipe_samples == len(texts) and report.mediapipe_agreement == 1.0
+    assert len(set(ours["labels"].tolist())) == 2  # a trained model: both classes occur
+    theirs = mediapipe_labels(str(path), texts, report.labels)
+    np.testing.assert_array_equal(np.asarray(theirs), ours["labels"])
+    np.testing.assert_allclose(ours["probabilities"].sum(-1), 1.0, atol=1e-5)
+
+
 @pytest.mark.slow
 def test_quantize_aware_model_exports_real_length_int8(trained, tmp_path):
     """QAT ranges are per-tensor variables, independent of the sequence length."""
@@ -184,6 +196,8 @@ def test_quantize_aware_model_exports_real_length_int8(trained, tmp_path):
         runner = TFLiteClassifier(path, qat.preprocessor)
         shapes = _record_invocations(runner)
         outs[name] = runner.predict(texts)
+        if name == "dynamic":  # the default file carries MediaPipe metadata
+            _mediapipe_agrees(path, texts, report, outs[name])
         assert max(s[1] for _, s in shapes) == SEQ
         assert (min(s[1] for _, s in shapes) < SEQ) == (name != "fixed")
     # Same ranges, padding masked: the same labels in the buckets as at the fixed length.
