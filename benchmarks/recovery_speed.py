@@ -18,6 +18,8 @@ warm-up, timed between `on_train_batch_end` calls. Variants:
 * ``frozen``: `RecoverySettings.freeze_embeddings` (token / position / segment
   tables not trainable: the optimizer skips them);
 * ``spe8``: ``steps_per_execution=8``; ``frozen_spe8``: both;
+* ``nodrop``: `RecoverySettings.dropout` 0 (no dropout masks while recovering);
+  ``frozen_spe8_nodrop``: all three;
 * ``jax_plain`` (and, on request, ``jax_frozen_spe8``): the same fit under
   ``KERAS_BACKEND=jax`` in its own process (data still from tf.data), in the
   first ``--jax-rounds`` rounds only (it is the slowest variant).
@@ -58,14 +60,22 @@ BATCH_SIZE = 32
 STUDENT_LAYERS = 4
 KD_TEMPERATURE = 2.0
 KD_ALPHA = 0.7
+
+def _variant(backend: str = "tensorflow", freeze: bool = False, spe: int = 1,
+             dropout: float | None = None) -> dict[str, Any]:
+    return {"backend": backend, "freeze_embeddings": freeze, "steps_per_execution": spe,
+            "dropout": dropout}
+
+
 VARIANTS = {
-    "plain": {"backend": "tensorflow", "freeze_embeddings": False, "steps_per_execution": 1},
-    "frozen": {"backend": "tensorflow", "freeze_embeddings": True, "steps_per_execution": 1},
-    "spe8": {"backend": "tensorflow", "freeze_embeddings": False, "steps_per_execution": 8},
-    "frozen_spe8": {"backend": "tensorflow", "freeze_embeddings": True,
-                    "steps_per_execution": 8},
-    "jax_plain": {"backend": "jax", "freeze_embeddings": False, "steps_per_execution": 1},
-    "jax_frozen_spe8": {"backend": "jax", "freeze_embeddings": True, "steps_per_execution": 8},
+    "plain": _variant(),
+    "frozen": _variant(freeze=True),
+    "spe8": _variant(spe=8),
+    "frozen_spe8": _variant(freeze=True, spe=8),
+    "nodrop": _variant(dropout=0.0),
+    "frozen_spe8_nodrop": _variant(freeze=True, spe=8, dropout=0.0),
+    "jax_plain": _variant("jax"),
+    "jax_frozen_spe8": _variant("jax", freeze=True, spe=8),
 }
 
 
@@ -81,7 +91,7 @@ def logits_path(args: argparse.Namespace) -> str:
     return args.logits or os.path.join(common.CACHE_DIR, "recovery_teacher_logits.npz")
 
 
-_TEACHER: dict[str, Any] = {}
+_CACHE: dict[str, Any] = {}
 
 
 def load_teacher(args: argparse.Namespace) -> Any:
@@ -89,11 +99,11 @@ def load_teacher(args: argparse.Namespace) -> Any:
     import keras
 
     path = teacher_path(args)
-    if path not in _TEACHER:
+    if path not in _CACHE:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no teacher at {path}: run `recovery.py teacher` first")
-        _TEACHER[path] = keras.saving.load_model(path)
-    return _TEACHER[path]
+        _CACHE[path] = keras.saving.load_model(path)
+    return _CACHE[path]
 
 
 def training_data(student: Any, args: argparse.Namespace) -> Any:
@@ -150,7 +160,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """One fresh student trained `warmup + steps` steps with variant `name`, in this process."""
     import keras
 
-    from keras_bertopt.compress.recover import frozen_embeddings
+    from keras_bertopt.compress.recover import frozen_embeddings, recovery_dropout
     from keras_bertopt.data import dynamic_padding
     from keras_bertopt.distillation import Distiller, shrink
     from keras_bertopt.optimizers import create_optimizer
@@ -166,11 +176,14 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
     fixed = student.preprocessor
     dynamic_padding(student)
     data = training_data(student, args)
-    warm, widths = width_batches(student, training_data(student, args))
+    if "warm" not in _CACHE:  # the same batches for every variant of this process
+        _CACHE["warm"] = width_batches(student, training_data(student, args))
+    warm, widths = _CACHE["warm"]
     total = args.warmup + args.steps
     distiller = Distiller(teacher, student, temperature=KD_TEMPERATURE, alpha=KD_ALPHA)
     timer, times = _timer()
-    with frozen_embeddings(student, spec["freeze_embeddings"]):
+    with frozen_embeddings(student, spec["freeze_embeddings"]), \
+            recovery_dropout(student, spec["dropout"]):
         distiller.compile(optimizer=create_optimizer(args.lr, total + len(widths),
                                                      warmup_steps=total // 10,
                                                      weight_decay=0.01),
@@ -271,13 +284,13 @@ def summarize(rounds: list[dict[str, dict]], names: list[str]) -> dict[str, Any]
 
 
 def print_table(summary: dict[str, Any]) -> None:
-    print(f"{'variant':<18}{'examples/s':>12}{'x plain':>9}  dev accuracy   trainable",
+    print(f"{'variant':<20}{'examples/s':>12}{'x plain':>9}  dev accuracy   trainable",
           flush=True)
     for name, row in summary.items():
         if "ratio_to_plain" not in row:
-            print(f"{name:<18}{'failed':>12}", flush=True)
+            print(f"{name:<20}{'failed':>12}", flush=True)
             continue
-        print(f"{name:<18}{row['examples_per_second_median']:>12}{row['ratio_to_plain']:>9}"
+        print(f"{name:<20}{row['examples_per_second_median']:>12}{row['ratio_to_plain']:>9}"
               f"  {row['dev_accuracy']}   {row['trainable_parameters']:,}", flush=True)
 
 
@@ -290,7 +303,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jax-rounds", type=int, default=1,
                         help="rounds that include the JAX variants (the first ones)")
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--variants", default="plain,frozen,spe8,frozen_spe8,jax_plain")
+    parser.add_argument("--variants",
+                        default="plain,frozen,spe8,frozen_spe8,nodrop,frozen_spe8_nodrop,jax_plain")
     parser.add_argument("--teacher", default=None)
     parser.add_argument("--logits", default=None)
     parser.add_argument("--limit", type=int, default=None, help="SST-2 train sentences")

@@ -70,6 +70,9 @@ def test_steps_per_execution_reaches_compile_and_trains_the_same(tiny_classifier
     ({"steps_per_execution": 0}, "steps_per_execution"),
     ({"steps_per_execution": 2.0}, "steps_per_execution"),
     ({"steps_per_execution": True}, "steps_per_execution"),
+    ({"dropout": 1.0}, "dropout"),
+    ({"dropout": -0.1}, "dropout"),
+    ({"dropout": "0"}, "dropout"),
 ])
 def test_bad_recovery_options_are_refused_naming_them(settings, argument):
     with pytest.raises(ValueError, match=f"`{argument}`"):
@@ -79,6 +82,7 @@ def test_bad_recovery_options_are_refused_naming_them(settings, argument):
 @pytest.mark.parametrize("target, key", [
     ({"freeze_embeddings": "yes"}, "target.freeze_embeddings"),
     ({"steps_per_execution": 0}, "target.steps_per_execution"),
+    ({"dropout": 1.0}, "target.dropout"),
 ])
 def test_recipe_target_recovery_options_checked(target, key):
     base = {"finetune": {"epochs": 1}, "prune": {"enabled": False}, "qat": {"enabled": False},
@@ -86,5 +90,35 @@ def test_recipe_target_recovery_options_checked(target, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         recipe.load_config({**base, "target": {**base["target"], **target}})
     good = recipe.load_config({**base, "target": {**base["target"], "freeze_embeddings": True,
-                                                  "steps_per_execution": 8}})
+                                                  "steps_per_execution": 8, "dropout": 0.0}})
     assert good.target.freeze_embeddings is True and good.target.steps_per_execution == 8
+    assert good.target.dropout == 0.0
+
+
+def test_recovery_dropout_is_set_for_the_fit_and_restored(tiny_classifier, monkeypatch):
+    import keras
+
+    from keras_bertopt import _compat, regularizers
+    from keras_bertopt.distillation import Distiller
+
+    seen = {}
+    real_fit = Distiller.fit
+
+    def fit_spy(self, *args, **kwargs):
+        seen["rates"] = sorted({layer.rate for layer in _compat.flatten_layers(self.student)
+                                if isinstance(layer, keras.layers.Dropout)})
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Distiller, "fit", fit_spy)
+    student = _recover(tiny_classifier, dropout=0.0)
+    # Every Dropout of the student (hidden, attention, classifier) was off during the fit...
+    assert seen["rates"] == [0.0]
+    # ...and has the model's rate (TinyConfig: 0.1) again afterwards, configs included.
+    rates = {layer.rate for layer in _compat.flatten_layers(student)
+             if isinstance(layer, keras.layers.Dropout)}
+    assert rates == {0.1}
+    assert student.backbone.dropout == 0.1 and student.dropout == 0.1
+    # Without the option nothing is changed.
+    monkeypatch.setattr(regularizers, "set_dropout", None)
+    _recover(tiny_classifier)
+    assert seen["rates"] == [0.1]

@@ -38,7 +38,10 @@ class RecoverySettings:
     `freeze_embeddings`: the student's token, position and segment embedding
     tables stay as they are (not trained, not weight-decayed); the embedding
     LayerNorm and everything above it train. `steps_per_execution`: training
-    steps per call into the compiled step (`keras.Model.compile`).
+    steps per call into the compiled step (`keras.Model.compile`). `dropout`:
+    the student's dropout rate (hidden, attention and classifier) during
+    recovery, e.g. 0.0 to skip the random masks; None keeps the model's. The
+    model's own rates are back in place afterwards.
     """
 
     epochs: int = 1
@@ -50,8 +53,13 @@ class RecoverySettings:
     seed: int = 0
     freeze_embeddings: bool = False
     steps_per_execution: int = 1
+    dropout: float | None = None
 
     def __post_init__(self) -> None:
+        if self.dropout is not None and (
+                isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float))
+                or not 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"`dropout` must be a rate in [0, 1) or None, got {self.dropout!r}")
         if not isinstance(self.freeze_embeddings, bool):
             raise ValueError(
                 f"`freeze_embeddings` must be True or False, got {self.freeze_embeddings!r}")
@@ -128,6 +136,34 @@ def frozen_embeddings(model: Any, freeze: bool = True) -> Iterator[list[Any]]:
             layer.trainable = trainable
 
 
+@contextlib.contextmanager
+def recovery_dropout(model: Any, rate: float | None) -> Iterator[None]:
+    """Within the block, `model`'s dropout rates are `rate` (None: unchanged).
+
+    Set before `compile`/`fit` (the rates are read when the step is traced);
+    on exit the hidden, attention and classifier rates are what they were.
+    """
+    import keras
+
+    from keras_bertopt import _compat
+    from keras_bertopt.regularizers import set_dropout
+
+    if rate is None:
+        yield
+        return
+    attention = [_compat.attention_dropout_layer(layer) for layer in _compat.flatten_layers(model)
+                 if isinstance(layer, keras.layers.MultiHeadAttention)]
+    before = {"hidden": model.backbone.dropout,
+              "attention": next((d.rate for d in attention if d is not None), None),
+              "classifier": getattr(model, "dropout", None)}
+    kinds = {k: v for k, v in before.items() if v is not None}
+    set_dropout(model, **{k: float(rate) for k in kinds})
+    try:
+        yield
+    finally:
+        set_dropout(model, **kinds)
+
+
 def _training_data(student: Any, texts: Sequence[str], labels: Sequence[int],
                    logits: np.ndarray, settings: RecoverySettings) -> Any:
     import tensorflow as tf
@@ -170,7 +206,8 @@ def recover_candidate(
         steps = sum(1 for _ in data) * settings.epochs
         distiller = Distiller(model, student, temperature=settings.temperature,
                               alpha=settings.alpha)
-        with frozen_embeddings(student, settings.freeze_embeddings):
+        with frozen_embeddings(student, settings.freeze_embeddings), \
+                recovery_dropout(student, settings.dropout):
             distiller.compile(
                 optimizer=create_optimizer(settings.learning_rate, steps,
                                            warmup_steps=max(1, steps // 10), weight_decay=0.01),
