@@ -18,17 +18,18 @@ warm-up, timed between `on_train_batch_end` calls. Variants:
 * ``frozen``: `RecoverySettings.freeze_embeddings` (token / position / segment
   tables not trainable: the optimizer skips them);
 * ``spe8``: ``steps_per_execution=8``; ``frozen_spe8``: both;
-* ``nodrop``: `RecoverySettings.dropout` 0 (no dropout masks while recovering);
-  ``frozen_spe8_nodrop``: all three;
+* ``frozen_spe8_nodrop``: both, and `RecoverySettings.dropout` 0 (no dropout
+  masks while recovering); ``nodrop`` (on request): dropout 0 alone;
 * ``jax_plain`` (and, on request, ``jax_frozen_spe8``): the same fit under
   ``KERAS_BACKEND=jax`` in its own process (data still from tf.data), in the
   first ``--jax-rounds`` rounds only (it is the slowest variant).
 
 Rounds interleave the variants (order reversed every other round) so load drift
 on the shared machine hits all alike; the ratio to ``plain`` is taken within
-each round, then the median over rounds. Each variant's SST-2 dev accuracy
-after this short budget is the equal-accuracy check at this budget (not a
-full-recovery result). The input pipeline alone (the Distiller's tf.data
+each round, then the median over rounds. The JSON is rewritten after every
+variant (marked ``partial`` until the last round ends). Each variant's SST-2 dev
+accuracy after this short budget is the equal-accuracy check at this budget
+(not a full-recovery result). The input pipeline alone (the Distiller's tf.data
 pipeline, no training) is timed once per round.
 
     export KBO_CACHE_DIR=/work/artifacts/cache KBO_SST2_DIR=/work/shared/data/sst2
@@ -256,11 +257,11 @@ def time_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             "batches": total, "widths": {str(k): v for k, v in sorted(widths.items())}}
 
 
-def _median_ratios(rounds: list[dict[str, dict]], name: str) -> float | None:
-    ratios = [r[name]["examples_per_second"] / r["plain"]["examples_per_second"]
-              for r in rounds if name in r and not r[name].get("failed")
-              and not r["plain"].get("failed")]
-    return round(statistics.median(ratios), 3) if ratios else None
+def _paired(rounds: list[dict[str, dict]], name: str) -> list[float]:
+    """examples/s of `name` over plain's, in each round that has both."""
+    return [round(r[name]["examples_per_second"] / r["plain"]["examples_per_second"], 3)
+            for r in rounds if name in r and "plain" in r
+            and not r[name].get("failed") and not r["plain"].get("failed")]
 
 
 def summarize(rounds: list[dict[str, dict]], names: list[str]) -> dict[str, Any]:
@@ -269,15 +270,13 @@ def summarize(rounds: list[dict[str, dict]], names: list[str]) -> dict[str, Any]
         runs = [r[name] for r in rounds if name in r]
         ok = [r for r in runs if not r.get("failed")]
         out[name] = {**VARIANTS[name], "runs": runs}
-        if ok:
+        paired = _paired(rounds, name)
+        if ok and paired:
             out[name].update({
                 "examples_per_second_median": round(statistics.median(
                     r["examples_per_second"] for r in ok), 2),
-                "ratio_to_plain": _median_ratios(rounds, name),
-                "ratio_to_plain_per_round": [round(r[name]["examples_per_second"]
-                                                   / r["plain"]["examples_per_second"], 3)
-                                             for r in rounds
-                                             if name in r and not r[name].get("failed")],
+                "ratio_to_plain": round(statistics.median(paired), 3),
+                "ratio_to_plain_per_round": paired,
                 "dev_accuracy": [r["dev_accuracy"] for r in ok],
                 "trainable_parameters": ok[0]["trainable_parameters"]})
     return out
@@ -299,12 +298,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=16,
                         help="steps of the fit not timed (multiple of 8)")
-    parser.add_argument("--steps", type=int, default=96, help="timed steps (multiple of 8)")
+    parser.add_argument("--steps", type=int, default=64, help="timed steps (multiple of 8)")
     parser.add_argument("--jax-rounds", type=int, default=1,
                         help="rounds that include the JAX variants (the first ones)")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--variants",
-                        default="plain,frozen,spe8,frozen_spe8,nodrop,frozen_spe8_nodrop,jax_plain")
+                        default="plain,frozen_spe8_nodrop,frozen,spe8,frozen_spe8,jax_plain")
     parser.add_argument("--teacher", default=None)
     parser.add_argument("--logits", default=None)
     parser.add_argument("--limit", type=int, default=None, help="SST-2 train sentences")
@@ -330,21 +329,29 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(args: argparse.Namespace, names: list[str]) -> None:
+    """Interleaved rounds; the JSON is rewritten after every variant (``partial`` until done)."""
     import keras
 
     start = time.perf_counter()
-    rounds, pipelines = [], []
+    rounds: list[dict[str, dict]] = []
+    pipelines: list[dict] = []
     for r in range(args.rounds):
         names_r = [n for n in names if r < args.jax_rounds or VARIANTS[n]["backend"] != "jax"]
         order = names_r if r % 2 == 0 else names_r[::-1]
         log(f"round {r + 1}/{args.rounds}: {order}")
         pipelines.append(time_pipeline(args))
         log(f"input pipeline alone: {pipelines[-1]}")
-        rounds.append({name: run_variant(name, args)
-                       if VARIANTS[name]["backend"] == keras.backend.backend()
-                       else run_worker(name, args) for name in order})
-    summary = summarize(rounds, names)
-    print_table(summary)
+        rounds.append({})
+        for name in order:
+            same = VARIANTS[name]["backend"] == keras.backend.backend()
+            rounds[-1][name] = run_variant(name, args) if same else run_worker(name, args)
+            write(args, names, rounds, pipelines, start, partial=True)
+        print_table(summarize(rounds, names))
+    write(args, names, rounds, pipelines, start, partial=False)
+
+
+def write(args: argparse.Namespace, names: list[str], rounds: list[dict[str, dict]],
+          pipelines: list[dict], start: float, partial: bool) -> None:
     seconds = time.perf_counter() - start
     examples = (args.warmup + args.steps) * BATCH_SIZE
     versions = {}
@@ -362,9 +369,11 @@ def run(args: argparse.Namespace, names: list[str]) -> None:
                   f"untimed + {args.steps} timed steps of {BATCH_SIZE} (about {examples} "
                   f"examples per variant and round, {args.steps * BATCH_SIZE} timed); 4-layer "
                   f"student, logit KD from cached logits, peak lr {args.lr}",
+        **({"partial": f"{len(rounds)} of {args.rounds} rounds begun"} if partial else {}),
         "student_layers": STUDENT_LAYERS, "teacher": teacher_path(args),
-        "logits": logits_path(args), "variants": summary, "input_pipeline": pipelines,
-        "wall_seconds": round(seconds, 1), "hours": round(seconds / 3600, 3), **versions})
+        "logits": logits_path(args), "variants": summarize(rounds, names),
+        "input_pipeline": pipelines, "wall_seconds": round(seconds, 1),
+        "hours": round(seconds / 3600, 3), **versions})
 
 
 if __name__ == "__main__":
