@@ -167,6 +167,28 @@ def _private(obj: Any, name: str) -> Any:
     return value
 
 
+def clone_initializer(initializer: Any) -> Any:
+    """A fresh copy of `initializer` (same config, own random state), as keras-hub's BERT
+    makes for each sublayer; keras-hub has it only as ``keras_hub.src.utils.keras_utils``."""
+    return _hub_utility("clone_initializer")(initializer)
+
+
+def bert_activation() -> Any:
+    """The feed-forward activation keras-hub's `BertBackbone` builds its blocks with (the
+    tanh-approximate GELU), the very function object so that saved configs name it alike;
+    keras-hub has it only as ``keras_hub.src.utils.keras_utils.gelu_approximate``."""
+    return _hub_utility("gelu_approximate")
+
+
+def _hub_utility(name: str) -> Any:
+    try:
+        from keras_hub.src.utils import keras_utils
+    except ImportError as error:  # pragma: no cover - only on a keras-hub that moved it
+        raise ImportError("keras_hub.src.utils.keras_utils is not there in this keras-hub; "
+                          "keras_bertopt._compat reads it and needs updating") from error
+    return _private(keras_utils, name)
+
+
 def optimizer_variable_key(optimizer: Any, variable: Any) -> Any:
     """The key a Keras optimizer files `variable` under (``_var_key``): the same for a model
     variable and the backend value `update_step` receives, which no public API maps."""

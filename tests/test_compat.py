@@ -52,3 +52,17 @@ def test_custom_objects_load_on_demand():
         from keras_bertopt import _registry
 
         _compat.load_custom_objects_on_demand(_registry._on_lookup)
+
+
+def test_keras_hub_utilities_are_what_bert_backbone_builds_with():
+    import keras_hub
+
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16,
+        max_sequence_length=16)
+    block = backbone.get_layer("transformer_layer_0")
+    assert block.activation is _compat.bert_activation()
+    initializer = keras.initializers.TruncatedNormal(stddev=0.02, seed=3)
+    clone = _compat.clone_initializer(initializer)
+    assert clone is not initializer and clone.get_config() == initializer.get_config()
+    assert isinstance(backbone.get_layer("position_embedding"), keras_hub.layers.PositionEmbedding)

@@ -27,8 +27,8 @@ from typing import Any, Sequence
 import keras
 import keras_hub
 from keras.layers import ReversibleEmbedding
-from keras_hub.src.layers.modeling.position_embedding import PositionEmbedding
-from keras_hub.src.utils.keras_utils import clone_initializer, gelu_approximate
+
+from keras_bertopt._compat import bert_activation, clone_initializer
 
 
 def _initializer(stddev: float = 0.02) -> Any:
@@ -188,7 +188,7 @@ class PrunedBertBackbone(keras_hub.models.BertBackbone):
             input_dim=vocabulary_size, output_dim=hidden_dim,
             embeddings_initializer=_initializer(), dtype=dtype, name="token_embedding",
         )
-        self.position_embedding = PositionEmbedding(
+        self.position_embedding = keras_hub.layers.PositionEmbedding(
             initializer=_initializer(), sequence_length=max_sequence_length, dtype=dtype,
             name="position_embedding",
         )
@@ -205,7 +205,7 @@ class PrunedBertBackbone(keras_hub.models.BertBackbone):
         )
         self.transformer_layers = [
             PrunedTransformerEncoder(
-                num_heads=h, key_dim=key_dim, intermediate_dim=w, activation=gelu_approximate,
+                num_heads=h, key_dim=key_dim, intermediate_dim=w, activation=bert_activation(),
                 dropout=dropout, layer_norm_epsilon=1e-12, kernel_initializer=_initializer(),
                 dtype=dtype, name=f"transformer_layer_{i}",
             )
