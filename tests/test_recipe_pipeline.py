@@ -24,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_config_sections_follow_the_registry_in_order():
     fields = list(recipe.RecipeConfig.model_fields)
-    assert fields == ["output_dir", "seed", "strategy", "model", "data",
+    assert fields == ["output_dir", "seed", "strategy", "checkpoint_every", "model", "data",
                       *[s.name for s in STAGES]]
     for stage in STAGES:
         assert recipe.RecipeConfig.model_fields[stage.name].annotation is stage.section
