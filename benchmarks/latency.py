@@ -19,7 +19,7 @@ PATH.keras``), measured in one run on this machine:
   metadata when `mediapipe` is installed); post-training int8 as fixed-128 only
   (its default is fixed length: calibration is per static shape);
 * per file: the 872 dev sentences in dataset order, batch 1, one interpreter
-  thread, each call timed through `TFLiteClassifier.predict_logits` (bucket
+  thread, each call timed through `TFLiteClassifier.predict_logits` (cache off; bucket
   choice and trimming included), in ``--rounds`` (3) paired rounds: every file
   is loaded at once and each sentence runs through all files back to back (order
   rotating per sentence), so load changes on the shared machine hit every file
@@ -285,7 +285,8 @@ def main(argv: list[str] | None = None) -> str:
     # file back to back (the file order rotating per sentence), so a change of load on the
     # shared machine hits all files alike; per-sentence ratios between files are kept.
     rounds = 1 if args.quick else args.rounds
-    runners = {key: TFLiteClassifier(info["path"], preprocessor, num_threads=NUM_THREADS)
+    runners = {key: TFLiteClassifier(info["path"], preprocessor, num_threads=NUM_THREADS,
+                                      cache_size=0)
                for key, info in files.items()}
     times, labels_of = paired_times(runners, arrays, rounds)
     del runners

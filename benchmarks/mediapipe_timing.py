@@ -71,7 +71,8 @@ def paired_mediapipe(model, folder: str, texts: list, truth, rounds: int,
     calls = {"mediapipe_default": _mediapipe_call(classifiers["default"]),
              "mediapipe_fixed": _mediapipe_call(classifiers["fixed"]),
              "tflite_classifier_default": _runner_call(
-                 TFLiteClassifier(paths["default"][0], model.preprocessor, num_threads=1))}
+                 TFLiteClassifier(paths["default"][0], model.preprocessor, num_threads=1,
+                                  cache_size=0))}
     keys = list(calls)
     for text in texts[:5]:  # warm-up
         for call in calls.values():

@@ -273,7 +273,8 @@ def latency(teacher: Any, student: Any, args: argparse.Namespace) -> dict:
     for key, (model, mode, kwargs) in plans.items():
         files[key] = os.path.join(folder, f"{key}.tflite")
         to_tflite(model, files[key], mode, sequence_length=128, verify=False, **kwargs)
-    runners = {k: TFLiteClassifier(p, preprocessor, num_threads=1) for k, p in files.items()}
+    runners = {k: TFLiteClassifier(p, preprocessor, num_threads=1, cache_size=0)
+               for k, p in files.items()}
     times, labels = paired_times(runners, preprocess_texts(preprocessor, texts), args.rounds)
     base = np.asarray(times["teacher_float32_fixed128"])
     out = {}
