@@ -138,19 +138,26 @@ def _rewrite_subgraph(graph: Any, wanted: set, schema: Any, types: dict, code_of
         operators.extend(after)
     if not rewritten:
         return 0
-    # DEQUANTIZE of a rewritten op's re-quantized output: read the float output instead.
+    kept = _read_float_outputs(operators, output_of_rewrite, graph.outputs, dequantize)
+    graph.operators = _drop_unread(kept, graph.outputs, quantize)
+    return rewritten
+
+
+def _read_float_outputs(operators: list, float_of: dict, graph_outputs: Sequence[int],
+                        dequantize: int) -> list:
+    """Drop each DEQUANTIZE of a rewritten op's re-quantized output (`float_of` maps it to
+    the op's float output); its readers read the float output instead."""
     replaced = {}
     kept = []
     for op in operators:
-        if (op.opcodeIndex == dequantize and op.inputs[0] in output_of_rewrite
-                and op.outputs[0] not in graph.outputs):
-            replaced[op.outputs[0]] = output_of_rewrite[op.inputs[0]]
+        if (op.opcodeIndex == dequantize and op.inputs[0] in float_of
+                and op.outputs[0] not in graph_outputs):
+            replaced[op.outputs[0]] = float_of[op.inputs[0]]
             continue
         kept.append(op)
     for op in kept:
         op.inputs = [replaced.get(t, t) for t in op.inputs]
-    graph.operators = _drop_unread(kept, graph.outputs, quantize)
-    return rewritten
+    return kept
 
 
 def _drop_unread(operators: list, graph_outputs: Sequence[int], quantize: int) -> list:

@@ -96,6 +96,12 @@ class QuantizationConfig:
     num_bits: int = 8
 
     def __post_init__(self) -> None:
+        self._check_patterns()
+        self._check_scalars()
+        self._check_mode_conflicts()
+
+    def _check_patterns(self) -> None:
+        """`include` / `exclude`: None, a regex string or a list of them (lists kept as lists)."""
         for name in ("include", "exclude"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, (str, re.Pattern, list, tuple)):
@@ -104,10 +110,11 @@ class QuantizationConfig:
                     f"got {type(value).__name__}: {value!r}"
                 )
             compile_patterns(value, name)
-        if isinstance(self.include, (list, tuple)):
-            self.include = list(self.include)
-        if isinstance(self.exclude, (list, tuple)):
-            self.exclude = list(self.exclude)
+            if isinstance(value, (list, tuple)):
+                setattr(self, name, list(value))
+
+    def _check_scalars(self) -> None:
+        """Granularity, EMA decay, the boolean switches, activation mode and bit width."""
         if self.weight_granularity not in WEIGHT_GRANULARITIES:
             raise ValueError(
                 f"`weight_granularity` must be one of {WEIGHT_GRANULARITIES}, "
@@ -120,18 +127,21 @@ class QuantizationConfig:
         ):
             raise ValueError(f"`ema_decay` must be a float in [0, 1), got {self.ema_decay!r}")
         self.ema_decay = float(self.ema_decay)
-        if not isinstance(self.quantize_outputs, bool):
-            raise ValueError(f"`quantize_outputs` must be a bool, got {self.quantize_outputs!r}")
-        if not isinstance(self.quantize_attention_probs, bool):
+        for name in ("quantize_outputs", "quantize_attention_probs", "quantize_embeddings",
+                     "fully_integer"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"`{name}` must be a bool, got {getattr(self, name)!r}")
+        if self.activations not in ACTIVATION_MODES:
             raise ValueError(
-                f"`quantize_attention_probs` must be a bool, got {self.quantize_attention_probs!r}"
+                f"`activations` must be one of {ACTIVATION_MODES}, got {self.activations!r}"
             )
-        if not isinstance(self.quantize_embeddings, bool):
+        if self.num_bits != 8 or isinstance(self.num_bits, bool):
             raise ValueError(
-                f"`quantize_embeddings` must be a bool, got {self.quantize_embeddings!r}"
+                f"`num_bits` must be 8 (TFLite int8 is the export target), got {self.num_bits!r}"
             )
-        if not isinstance(self.fully_integer, bool):
-            raise ValueError(f"`fully_integer` must be a bool, got {self.fully_integer!r}")
+
+    def _check_mode_conflicts(self) -> None:
+        """`fully_integer` quantizes everything; dynamic activations learn no ranges."""
         if self.fully_integer:
             conflicts = [
                 name
@@ -148,10 +158,6 @@ class QuantizationConfig:
                     "defaults (include=None, exclude=None, quantize_outputs=True)"
                 )
             self.quantize_embeddings = True
-        if self.activations not in ACTIVATION_MODES:
-            raise ValueError(
-                f"`activations` must be one of {ACTIVATION_MODES}, got {self.activations!r}"
-            )
         if self.activations == "dynamic":
             conflicts = [name for name in ("fully_integer", "quantize_attention_probs")
                          if getattr(self, name)]
@@ -160,10 +166,6 @@ class QuantizationConfig:
                     f"`activations='dynamic'` learns no activation ranges: {conflicts} must "
                     "be False"
                 )
-        if self.num_bits != 8 or isinstance(self.num_bits, bool):
-            raise ValueError(
-                f"`num_bits` must be 8 (TFLite int8 is the export target), got {self.num_bits!r}"
-            )
 
     def get_config(self) -> dict[str, Any]:
         """A JSON-serialisable dict; `QuantizationConfig(**config)` rebuilds it."""
