@@ -91,6 +91,36 @@ def attention_dropout_layer(layer: Any) -> Any:
     return getattr(layer, "_dropout_layer", None)
 
 
+def attention_parts(layer: Any) -> Any:
+    """What `keras.layers.MultiHeadAttention` computes attention with, kept only privately.
+
+    The equations, the key-dim scale, the attention axes, the masked softmax and the
+    dropout its private ``_compute_attention`` uses; fully-integer QAT re-runs that
+    computation with fake quantization between the ops (Keras has no hook for it).
+    """
+    import types
+
+    return types.SimpleNamespace(
+        inverse_sqrt_key_dim=_private(layer, "_inverse_sqrt_key_dim"),
+        dot_product_equation=_private(layer, "_dot_product_equation"),
+        combine_equation=_private(layer, "_combine_equation"),
+        attention_axes=_private(layer, "_attention_axes"),
+        softmax=_private(layer, "_softmax"),
+        dropout=float(getattr(layer, "_dropout", 0.0) or 0.0),
+        dropout_layer=getattr(layer, "_dropout_layer", None),
+    )
+
+
+def call_context_training(layer: Any) -> bool:
+    """The training flag of the Keras call `layer` runs in (``_get_call_context``).
+
+    Layers whose ``call`` takes no ``training`` argument (LayerNormalization, Add) are
+    not passed one; the enclosing call's context holds the resolved value.
+    """
+    context = _private(layer, "_get_call_context")()
+    return bool(getattr(context, "training", None) or False)
+
+
 def set_attention_dropout(layer: Any, rate: float) -> Any:
     """Record `rate` as a `MultiHeadAttention`'s dropout (``_dropout``, so `get_config`
     reports it); return its `Dropout` layer, whose rate the caller sets."""

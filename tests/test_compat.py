@@ -66,3 +66,58 @@ def test_keras_hub_utilities_are_what_bert_backbone_builds_with():
     clone = _compat.clone_initializer(initializer)
     assert clone is not initializer and clone.get_config() == initializer.get_config()
     assert isinstance(backbone.get_layer("position_embedding"), keras_hub.layers.PositionEmbedding)
+
+
+def test_attention_parts_recompute_multi_head_attention_by_its_own_equations():
+    import numpy as np
+
+    layer = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, dropout=0.25)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 8)).astype("float32")
+    mask = np.ones((2, 5, 5), dtype=bool)
+    mask[:, :, 3:] = False  # the last two keys hidden
+    expected = np.asarray(layer(x, x, attention_mask=mask))
+    parts = _compat.attention_parts(layer)
+    assert parts.dropout == 0.25 and parts.dropout_layer.rate == 0.25
+    q, k, v = (np.asarray(getattr(layer, name)(x))
+               for name in ("query_dense", "key_dense", "value_dense"))
+    scores = np.einsum(parts.dot_product_equation, k, q * float(parts.inverse_sqrt_key_dim))
+    # By hand: a softmax over the visible keys only, then the heads combined.
+    scores = np.where(mask[:, None], scores, -np.inf)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    context = np.einsum(parts.combine_equation, weights, v)
+    np.testing.assert_allclose(np.asarray(layer.output_dense(context)), expected, atol=1e-5)
+    assert len(parts.attention_axes) == 1
+    probabilities = np.asarray(parts.softmax(np.zeros((1, 2, 1, 3), "float32")))
+    np.testing.assert_allclose(probabilities, np.full((1, 2, 1, 3), 1 / 3), atol=1e-6)
+
+    class Moved:
+        pass
+
+    with pytest.raises(AttributeError, match=r"Moved\._inverse_sqrt_key_dim is not there"):
+        _compat.attention_parts(Moved())
+
+
+def test_call_context_training_is_the_enclosing_calls_flag():
+    seen = []
+
+    class Probe(keras.layers.Layer):
+        def call(self, inputs):  # no `training` argument, like LayerNormalization
+            seen.append(_compat.call_context_training(self))
+            return inputs
+
+    class Outer(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.probe = Probe()
+
+        def call(self, inputs, training=None):
+            return self.probe(inputs)
+
+    outer = Outer()
+    outer(keras.ops.ones((1, 2)))  # builds (Keras may trace the call once to do so)
+    seen.clear()
+    outer(keras.ops.ones((1, 2)), training=True)
+    outer(keras.ops.ones((1, 2)), training=False)
+    assert seen == [True, False]

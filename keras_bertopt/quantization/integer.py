@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import keras
 from keras import ops
 
+from keras_bertopt._compat import attention_parts, call_context_training, flatten_layers
 from keras_bertopt.quantization import quantizers
 from keras_bertopt.quantization.layers import _PATCH_ATTR, SOFTMAX_OUTPUT_MAX
 
@@ -129,8 +130,7 @@ def _is_training(layer: Any, training: Any) -> bool:
     """
     if training is not None:
         return bool(training)
-    context = layer._get_call_context()  # keras private: the current call's context
-    return bool(getattr(context, "training", None) or False)
+    return call_context_training(layer)
 
 
 # ----------------------------------------------------------------------------- LayerNorm
@@ -188,26 +188,27 @@ def _attention_call(
     if kwargs.get("use_causal_mask"):
         raise ValueError("fully_integer QAT does not support causal attention")
     train = _is_training(layer, training)
+    parts = attention_parts(layer)
     q = functools.partial(ranges.fake_quant, training=train)
-    query = q("query_scaled", ops.multiply(query, ops.cast(layer._inverse_sqrt_key_dim,
+    query = q("query_scaled", ops.multiply(query, ops.cast(parts.inverse_sqrt_key_dim,
                                                            query.dtype)))
-    scores = q("scores", ops.einsum(layer._dot_product_equation, key, query))
+    scores = q("scores", ops.einsum(parts.dot_product_equation, key, query))
     if attention_mask is not None:
         # int8 SELECT_V2 shares one scale across its inputs: the mask's large negative
         # fill clips to the scores' minimum, so masked keys keep exp(min - max) weight.
         mask = attention_mask
         for _ in range(len(scores.shape) - len(mask.shape)):
-            mask = ops.expand_dims(mask, axis=-len(layer._attention_axes) * 2 - 1)
+            mask = ops.expand_dims(mask, axis=-len(parts.attention_axes) * 2 - 1)
         filled = ops.where(ops.cast(mask, "bool"), scores, ops.cast(-1e9, scores.dtype))
         scores = ranges.fake_quant("scores", filled, train, update=False)
-        probabilities = layer._softmax(scores)
+        probabilities = parts.softmax(scores)
         probabilities = ops.where(ops.cast(mask, "bool"), probabilities, 0.0)
     else:
-        probabilities = layer._softmax(scores)
+        probabilities = parts.softmax(scores)
     probabilities = quantizers.fake_quant_activation(probabilities, 0.0, SOFTMAX_OUTPUT_MAX)
-    if layer._dropout > 0.0:
-        probabilities = layer._dropout_layer(probabilities, training=training)
-    context = q("context", ops.einsum(layer._combine_equation, probabilities, value))
+    if parts.dropout > 0.0:
+        probabilities = parts.dropout_layer(probabilities, training=training)
+    context = q("context", ops.einsum(parts.combine_equation, probabilities, value))
     ranges.count(train)
     return context, (probabilities if return_attention_scores else None)
 
@@ -255,7 +256,7 @@ def integer_layers(model: Any) -> list[tuple[Any, tuple[str, ...]]]:
     """(layer, range names) of the LayerNorm / attention / multi-input Add layers of `model`."""
     seen: set[int] = set()
     out = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in flatten_layers(model):
         if id(layer) in seen or not layer.built:
             continue
         seen.add(id(layer))
