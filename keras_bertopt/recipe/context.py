@@ -88,11 +88,9 @@ class ModelStore:
 
     def fresh(self, stage: str) -> Any:
         """A new copy of the model `stage` wrote, read from its file."""
-        import keras
+        from keras_bertopt.predict import load_model  # registers our objects, no warnings
 
-        from keras_bertopt import pruning, quantization  # noqa: F401  (registers objects)
-
-        return keras.saving.load_model(self.paths.model(stage), compile=False)
+        return load_model(self.paths.model(stage))
 
 
 @dataclasses.dataclass
