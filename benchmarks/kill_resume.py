@@ -147,10 +147,12 @@ def main() -> None:
     with open(log_path, encoding="utf-8", errors="replace") as f:
         f.seek(size)
         final_text = f.read()
+    # Before the comparison: it loads models in this process, whose autograph files stay
+    # in the temp dir until this process exits (they are not the runs' leftovers).
+    new_temp = sorted(_temp_entries() - temp_before)
     comparison = _compare(reference, killed) if final_rc == 0 else {}
     left = sorted(_files(killed) - _files(reference))
     missing = sorted(_files(reference) - _files(killed))
-    new_temp = sorted(_temp_entries() - temp_before)
     tflite = comparison.get("tflite", {})
     summary = {
         "final_run_exit_status": final_rc,
