@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -203,3 +204,57 @@ def test_quiet_still_prints_the_final_table(capsys):
     assert capsys.readouterr().out.splitlines() == [
         "      prune keras             0.206 MB  test accuracy 0.9500",
         "        qat tflite int8       0.104 MB  test accuracy 0.9531"]
+
+
+# A one-epoch, six-step fine-tune and its evaluation: the smallest run with a training stage.
+_SHORT_RUN = ["run", os.path.join(REPO, "examples", "demo.yaml"), "--set", "prune.enabled=false",
+              "--set", "qat.enabled=false", "--set", "export.enabled=false",
+              "--set", "finetune.epochs=1", "--set", "finetune.steps_per_epoch=6",
+              "--set", "evaluate.splits=[validation]"]
+
+
+def _cli_output(args: list[str], terminal: bool) -> str:
+    """stdout + stderr of `python -m keras_bertopt.cli ARGS`, on a pseudo-terminal or a pipe."""
+    import pty
+
+    command = [sys.executable, "-m", "keras_bertopt.cli", *args]
+    env = {**os.environ, "PYTHONPATH": REPO, "COLUMNS": "120"}
+    if not terminal:
+        return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, env=env, timeout=600,
+                              check=True).stdout.decode()
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(command, stdout=follower, stderr=follower,
+                            stdin=subprocess.DEVNULL, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 1 << 16)
+        except OSError:  # EIO: the process closed its end of the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(timeout=600) == 0
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.slow  # two short recipe runs in their own processes (~15 s each)
+def test_terminal_shows_step_progress_and_a_pipe_one_line_per_epoch(tmp_path):
+    piped = _cli_output([*_SHORT_RUN, "--output", str(tmp_path / "pipe")], terminal=False)
+    lines = piped.splitlines()
+    epochs = [line for line in lines if re.match(r"^6/6 - \d+s - ", line)]
+    assert len(epochs) == 1, piped  # Keras's verbose=2: one line for the epoch, at its end
+    assert "\r" not in piped and "\x08" not in piped and "━" not in piped
+    for line in lines:  # ours, the epoch line, or the final table (indented)
+        assert line.startswith(("[keras-bertopt] ", "6/6 - ", "   ")), line
+    assert "[keras-bertopt] stage 1/2 finetune: done in" in piped
+
+    shown = _cli_output([*_SHORT_RUN, "--output", str(tmp_path / "tty")], terminal=True)
+    # Keras's progress bar: redrawn in place for every step ("━" bar, carriage returns).
+    assert "━" in shown and ("\r" in shown or "\x08" in shown), shown
+    steps = set(re.findall(r"(?<!\d)([1-6])/6(?!\d)", shown))  # amid colour codes
+    assert len(steps) >= 2, shown  # more than the final step was drawn
+    assert "[keras-bertopt] stage 1/2 finetune: done in" in shown
