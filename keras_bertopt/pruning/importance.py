@@ -37,6 +37,8 @@ from typing import Any, Iterable
 import keras
 import numpy as np
 
+from keras_bertopt import _compat
+
 METHODS = ("magnitude", "taylor")
 
 
@@ -109,16 +111,19 @@ def encoder_parts(model: Any) -> list[EncoderParts]:
     """The prunable parts of every transformer layer of `model`, in order."""
     parts = []
     for i, enc in enumerate(backbone_of(model).transformer_layers):
-        attention = getattr(enc, "_self_attention_layer", None)
-        if attention is None or not enc.built:
+        try:
+            sub = _compat.encoder_sublayers(enc) if enc.built else None
+        except AttributeError:
+            sub = None
+        if sub is None:
             raise ValueError(
                 f"transformer layer {i} ({enc.name}) is not a built keras-hub TransformerEncoder"
             )
+        attention = sub["attention"]  # keras MultiHeadAttention: public sublayer properties
         parts.append(EncoderParts(
-            encoder=enc, query=attention._query_dense, key=attention._key_dense,
-            value=attention._value_dense, output=attention._output_dense,
-            intermediate=enc._feedforward_intermediate_dense,
-            ffn_output=enc._feedforward_output_dense,
+            encoder=enc, query=attention.query_dense, key=attention.key_dense,
+            value=attention.value_dense, output=attention.output_dense,
+            intermediate=sub["intermediate"], ffn_output=sub["output"],
         ))
     return parts
 
