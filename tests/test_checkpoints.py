@@ -117,6 +117,7 @@ def test_a_pruning_schedule_resumes_on_the_step_it_was_due(tmp_path, stop_at):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # two fits and a resume (~30 s on 2 cores)
 def test_without_skipping_the_data_a_resume_would_differ(tmp_path):
     """The check above is sensitive: replaying data from the start (what a plain restart
     with restored weights does) gives other weights."""
