@@ -188,3 +188,47 @@ def test_pruned_model_then_magnitude_pruning_qat_and_int8_export(tmp_path):
     assert info["ops"]["FULLY_CONNECTED"].get("int8", 0) >= 8
     shapes = {tuple(w["shape"]) for w in info["weights"]}
     assert (16, 32) in shapes and (32, 32) in shapes and (64, 32) not in shapes
+
+
+@pytest.mark.slow  # a 3-epoch fit scoring by gradients every 2 steps (~15 s)
+def test_taylor_importance_in_fit_masks_a_dead_head_first_and_masks_only_grow():
+    import keras
+    import tensorflow as tf
+
+    from keras_bertopt.pruning import PolynomialSparsity, StructuredPruning, removed_units
+    from keras_bertopt.pruning.structured_callback import get_structure_state
+
+    model = _model()
+    att = model.backbone.transformer_layers[0]._self_attention_layer
+    # Head 3 of layer 0 contributes nothing: its value and output slices are zero, so
+    # |weight x gradient| over its weights is exactly 0, the lowest Taylor score there is.
+    att._value_dense.kernel.assign(att._value_dense.kernel.numpy()
+                                   * np.array([1, 1, 1, 0])[None, :, None])
+    att._output_dense.kernel.assign(att._output_dense.kernel.numpy()
+                                    * np.array([1, 1, 1, 0])[:, None, None])
+    data = tf.data.Dataset.from_tensor_slices((TEXTS, LABELS)).batch(8).map(
+        lambda x, y: (model.preprocessor(x), y))
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            state = get_structure_state(self.model)
+            if state is not None:
+                seen.append([m.numpy().copy() for t in ("heads", "intermediate")
+                             for m in state.masks(t)])
+
+    pruning = StructuredPruning(
+        {"heads": PolynomialSparsity(0.0, 0.5, 0, 4, frequency=2),
+         "intermediate": PolynomialSparsity(0.0, 0.5, 0, 4, frequency=2)},
+        importance="taylor", data=data, batches=2)
+    model.fit(np.array(TEXTS), LABELS, batch_size=8, epochs=3, callbacks=[pruning, Record()],
+              verbose=0)
+    removed = removed_units(model)
+    assert [len(r) for r in removed["heads"]] == [2, 2]  # floor(0.5 x 4) per layer
+    assert [len(r) for r in removed["intermediate"]] == [32, 32]
+    first = next(masks for masks in seen if (masks[0] == 0).any())
+    assert np.flatnonzero(first[0] == 0).tolist() == [3]  # the dead head went first
+    assert len({tuple(np.concatenate(m).tolist()) for m in seen}) >= 3  # gradual
+    for before, after in zip(seen[:-1], seen[1:], strict=True):  # never unmasked again
+        for a, b in zip(before, after, strict=True):
+            assert np.all(b <= a)
