@@ -37,16 +37,13 @@ def trained_tiny(tmp_path_factory):
         model = trained_tiny()                    # sequence length 32
         short = trained_tiny(sequence_length=16)  # the same weights, a shorter preprocessor
     """
-    import keras
+    from _models import compile_classifier
 
     from keras_bertopt.data import demo_dataset
     from keras_bertopt.models import TinyConfig, build_classifier
 
     def compiled(model):
-        model.compile(optimizer=keras.optimizers.AdamW(3e-3),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
-        return model
+        return compile_classifier(model, 3e-3)
 
     model = compiled(build_classifier(TinyConfig(), num_classes=2, sequence_length=32))
     model.fit(demo_dataset("train", batch_size=32, size=1024), epochs=1, verbose=0)

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _models import compile_classifier
 
 import keras_bertopt as kb
 from keras_bertopt.callbacks import (
@@ -19,15 +20,6 @@ from keras_bertopt.callbacks import (
     Throughput,
     ValidationMetrics,
 )
-
-
-def _compile(model, learning_rate=1e-3):
-    model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
 
 
 def _binary_by_hand(labels, predictions):
@@ -59,7 +51,7 @@ def fitted(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("callbacks")
     model = kb.models.build_classifier(kb.models.TinyConfig(), num_classes=2, sequence_length=32)
     schedule = keras.optimizers.schedules.PolynomialDecay(1e-3, decay_steps=40)
-    _compile(model, schedule)
+    compile_classifier(model, schedule)
     texts, labels = kb.data.demo_examples("train", 96)
     train_raw = kb.data.from_examples(texts, labels, batch_size=16, shuffle=True, seed=1)
     val_texts, val_labels = kb.data.demo_examples("validation", 48)
@@ -242,7 +234,7 @@ def test_bad_arguments_fail_before_training(tiny_classifier):
         Throughput().count_tokens([1, 2])
     with pytest.raises(ValueError, match="padding_mask"):
         Throughput().count_tokens(kb.data.demo_dataset("validation"))
-    model = _compile(tiny_classifier)
+    model = compile_classifier(tiny_classifier)
     with pytest.raises(ValueError, match="matched no variable"):
         model.fit(
             kb.data.demo_dataset("train", 16, size=16), verbose=0,

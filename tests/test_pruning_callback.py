@@ -8,6 +8,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from _models import compile_classifier
 
 from keras_bertopt.data import demo_dataset
 from keras_bertopt.pruning import (
@@ -26,12 +27,7 @@ KERNELS = r"transformer_layer_\d+/.*kernel$"
 
 
 def _compile(model, learning_rate=1e-2):
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
+    return compile_classifier(model, learning_rate, optimizer=keras.optimizers.Adam)
 
 
 def _train(steps, batch_size=16):

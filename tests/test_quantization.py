@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _models import compile_classifier
 
 from keras_bertopt.quantization import (
     QuantizationConfig,
@@ -37,12 +38,6 @@ TINY_KERNELS = sorted(
 )
 
 
-def _compile(model, learning_rate):
-    model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
 
 
 # ----------------------------------------------------------------------------- math
@@ -271,7 +266,7 @@ def trained_qat(trained_tiny):
 
     model = trained_tiny()
     qat = quantize_aware(model, QuantizationConfig(quantize_embeddings=True))
-    _compile(qat, 1e-3)
+    compile_classifier(qat, 1e-3)
     history = qat.fit(demo_dataset("train", batch_size=32, size=512), epochs=2, verbose=0)
     return qat, history.history
 
@@ -370,7 +365,7 @@ def test_qat_state_survives_backup_and_restore(tmp_path):
                 raise RuntimeError("interrupted")
 
     first = quantize_aware(build_classifier(TinyConfig(), 2, sequence_length=32))
-    _compile(first, 1e-3)
+    compile_classifier(first, 1e-3)
     stop = StopAfterFirstEpoch()
     with pytest.raises(RuntimeError, match="interrupted"):
         first.fit(data, epochs=2, verbose=0,
@@ -383,7 +378,7 @@ def test_qat_state_survives_backup_and_restore(tmp_path):
             self.state = (self.model.qat_step, self.model.activation_ranges())
 
     second = quantize_aware(build_classifier(TinyConfig(seed=1), 2, sequence_length=32))
-    _compile(second, 1e-3)
+    compile_classifier(second, 1e-3)
     record = Record()
     history = second.fit(data, epochs=2, verbose=0,
                          callbacks=[keras.callbacks.BackupAndRestore(backup), record])

@@ -5,15 +5,9 @@
 import keras
 import numpy as np
 import pytest
+from _models import compile_classifier
 
 from keras_bertopt.quantization import QuantizationConfig, quantize_aware
-
-
-def _compile(model):
-    model.compile(
-        optimizer=keras.optimizers.AdamW(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
 
 
 def _int8_grid_by_reference(kernel, equation=None):
@@ -95,7 +89,7 @@ def trained_dynamic(trained_tiny):
 
     model = trained_tiny()  # one float epoch (see conftest)
     qat = quantize_aware(model, QuantizationConfig(activations="dynamic"))
-    _compile(qat)
+    compile_classifier(qat)
     qat.fit(demo_dataset("train", batch_size=32, size=256), epochs=1, verbose=0)
     return model, qat
 

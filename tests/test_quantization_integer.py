@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from _models import compile_classifier
 
 from keras_bertopt.quantization import (
     ActivationRanges,
@@ -18,12 +19,6 @@ INTEGER_OPS = ("MEAN(INT8,INT32)", "SUB(INT8,INT8)", "RSQRT(INT8)", "MUL(INT8,IN
                "SELECT_V2(BOOL,INT8,INT8)", "GELU(INT8)", "TANH(INT8)")
 
 
-def _compile(model, learning_rate=1e-3):
-    model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
 
 
 def test_fully_integer_patches_layer_norm_attention_and_sums(tiny_classifier):
@@ -57,7 +52,7 @@ def trained_integer(trained_tiny):
 
     model = trained_tiny()  # one float epoch (see conftest)
     qat = quantize_aware(model, QuantizationConfig(fully_integer=True))
-    _compile(qat)
+    compile_classifier(qat)
     qat.fit(demo_dataset("train", batch_size=32, size=1024), epochs=1, verbose=0)
     return qat
 
@@ -118,7 +113,7 @@ def test_fully_integer_state_survives_backup_and_restore(tmp_path):
                 raise RuntimeError("interrupted")
 
     first = quantize_aware(build_classifier(TinyConfig(), 2, sequence_length=32), config)
-    _compile(first)
+    compile_classifier(first)
     stop = StopAfterFirstEpoch()
     with pytest.raises(RuntimeError, match="interrupted"):
         first.fit(data, epochs=2, verbose=0,
@@ -129,7 +124,7 @@ def test_fully_integer_state_survives_backup_and_restore(tmp_path):
             self.ranges = self.model.activation_ranges()
 
     second = quantize_aware(build_classifier(TinyConfig(seed=1), 2, sequence_length=32), config)
-    _compile(second)
+    compile_classifier(second)
     record = Record()
     second.fit(data, epochs=2, verbose=0,
                callbacks=[keras.callbacks.BackupAndRestore(backup), record])
