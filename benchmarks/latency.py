@@ -40,7 +40,8 @@ Default run: about 15-20 minutes on the shared 2-core machine (QAT ~3 of them).
         > /tmp/kbo_latency.log 2>&1 &
     python benchmarks/latency.py --model my_finetune.keras --qat-steps 300
 
-Writes benchmarks/results/latency.json (``latency_quick.json`` with --quick).
+Writes benchmarks/results/latency.json (``--name``: another stem; ``_quick`` appended with
+--quick).
 """
 
 from __future__ import annotations
@@ -199,6 +200,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--model", default=None, help="a fine-tuned .keras classifier")
     parser.add_argument("--qat-steps", type=int, default=None, help="QAT steps (50)")
     parser.add_argument("--quick", action="store_true", help="development run (not a result)")
+    parser.add_argument("--name", default="latency",
+                        help="result file stem: benchmarks/results/<name>.json (default latency)")
     parser.add_argument("--qat-distill", action="store_true",
                         help="QAT learns from the float model (Distiller, T 2, alpha 0.7)")
     parser.add_argument("--rounds", type=int, default=3,
@@ -319,7 +322,7 @@ def main(argv: list[str] | None = None) -> str:
                   f"{name}/buckets in LiteRT (paired median)")
     if "mediapipe" in result:
         print_table(result["mediapipe"])
-    return write_result("latency_quick" if args.quick else "latency", result)
+    return write_result(f"{args.name}_quick" if args.quick else args.name, result)
 
 
 def _compare(rows: dict) -> dict:

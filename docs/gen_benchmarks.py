@@ -8,6 +8,10 @@
 * ``<!-- results:runs -->``: one line per result file: date, library versions, budget, the
   command that produced it, wall time, and whether it is stale.
 * ``<!-- results:latency -->``: the per-file table of ``latency.json``;
+* ``<!-- results:latency_layouts -->``: the same table of ``latency_layouts.json`` (the
+  default real-length file against length buckets and fixed 128);
+* ``<!-- results:mediapipe -->``: MediaPipe's `TextClassifier` timing of
+  ``latency_layouts.json``;
 * ``<!-- results:lengths -->``: SST-2 token lengths from ``sst2_lengths.json``.
 
 A result is stale when it was measured on other TensorFlow / Keras / keras-hub versions than
@@ -172,10 +176,10 @@ def runs_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def latency_table(results: dict[str, dict[str, Any]]) -> str:
-    """One row per file of ``latency.json``, in its order; paired ratios against the
+def latency_table(results: dict[str, dict[str, Any]], name: str = "latency") -> str:
+    """One row per file of ``<name>.json``, in its order; paired ratios against the
     dynamic-range file of the same layout (or the one dynamic-range file it was paired with)."""
-    files = results.get("latency", {}).get("files") or {}
+    files = results.get(name, {}).get("files") or {}
     lines = ["| file | median ms | p90 ms | x float32 fixed-128 | x dynamic-range (paired) "
              "| SST-2 dev | MB |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for key, f in files.items():
@@ -194,6 +198,26 @@ def latency_table(results: dict[str, dict[str, Any]]) -> str:
             f"| {'-' if ratio is None else f'{ratio:.3f}x'} "
             f"| {'-' if paired is None else f'{paired:.2f}x'} "
             f"| {100 * f['accuracy']:.2f} | {f['size_bytes'] / 1e6:.1f} |")
+    return "\n".join(lines)
+
+
+def mediapipe_table(results: dict[str, dict[str, Any]], name: str = "latency_layouts") -> str:
+    """MediaPipe's TextClassifier per sentence on the default and the fixed-128 metadata file,
+    beside `TFLiteClassifier` on the default file (paired per sentence)."""
+    data = results.get(name, {}).get("mediapipe") or {}
+    names = {"mediapipe_default": "MediaPipe `TextClassifier`, default file (real length)",
+             "mediapipe_fixed": "MediaPipe `TextClassifier`, fixed-128 metadata file",
+             "tflite_classifier_default": "`TFLiteClassifier.predict`, default file"}
+    lines = ["| runtime and file | median ms per sentence | x fixed-128 in MediaPipe (paired) "
+             "| SST-2 dev |", "| --- | --- | --- | --- |"]
+    for key, row in (data.get("files") or {}).items():
+        lines.append(f"| {names.get(key, key)} | {row['median_ms']:.2f} "
+                     f"| {row['paired_vs_mediapipe_fixed']:.3f}x | {100 * row['accuracy']:.2f} |")
+    if data:
+        agreement = data["label_agreement_mediapipe_default_vs_tflite_classifier"]
+        lines.append(f"\nLabel agreement, MediaPipe (default file) with `TFLiteClassifier`: "
+                     f"{agreement:.4f} over {data['sentences']} sentences, {data['rounds']} "
+                     "rounds.")
     return "\n".join(lines)
 
 
@@ -218,6 +242,8 @@ MARKERS = {
     "<!-- results:summary -->": summary_table,
     "<!-- results:runs -->": runs_table,
     "<!-- results:latency -->": latency_table,
+    "<!-- results:latency_layouts -->": lambda results: latency_table(results, "latency_layouts"),
+    "<!-- results:mediapipe -->": mediapipe_table,
     "<!-- results:lengths -->": lengths_table,
 }
 

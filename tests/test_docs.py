@@ -227,3 +227,28 @@ def test_latency_table_from_json(hook, tmp_path):
     assert "| dynamic-range, length buckets | 4.00 | 8.00 | 0.100x | 1.00x | 91.00 | 25.0 |" \
         in lines
     assert "| newmode, newlayout | 3.00 | 6.00 | - | 0.90x | 50.00 | 1.0 |" in lines
+
+
+def test_layouts_and_mediapipe_tables_from_json(hook, tmp_path):
+    files = {"dynamic/default": {"median_ms": 3.0, "p90_ms": 6.0,
+                                 "median_vs_float32_fixed128": 0.1, "paired_ratios": {},
+                                 "accuracy": 0.85, "size_bytes": 24e6}}
+    mediapipe = {"files": {
+        "mediapipe_default": {"median_ms": 3.0, "paired_vs_mediapipe_fixed": 0.25,
+                              "accuracy": 0.85},
+        "mediapipe_fixed": {"median_ms": 12.0, "paired_vs_mediapipe_fixed": 1.0,
+                            "accuracy": 0.84}},
+        "sentences": 872, "rounds": 3,
+        "label_agreement_mediapipe_default_vs_tflite_classifier": 1.0}
+    _result(tmp_path, "latency_layouts", "2026-12-05", files=files, mediapipe=mediapipe)
+    page = hook.render("<!-- results:latency_layouts -->\n<!-- results:mediapipe -->",
+                       str(tmp_path))
+    lines = page.splitlines()
+    assert ("| dynamic-range, default layout | 3.00 | 6.00 | 0.100x | 1.00x | 85.00 | 24.0 |"
+            in lines)
+    assert ("| MediaPipe `TextClassifier`, default file (real length) | 3.00 | 0.250x | 85.00 |"
+            in lines)
+    assert "| MediaPipe `TextClassifier`, fixed-128 metadata file | 12.00 | 1.000x | 84.00 |" \
+        in lines
+    assert ("Label agreement, MediaPipe (default file) with `TFLiteClassifier`: 1.0000 over 872 "
+            "sentences, 3 rounds.") in lines
