@@ -73,3 +73,30 @@ def test_padded_tokens_and_utilization_follow_the_counts(tiny_classifier):
     assert again.cost == cost and again.peak_flops == peak
     with pytest.raises(ValueError, match="`peak_flops`"):
         Throughput(peak_flops=0)
+
+
+def test_no_short_count_warning_over_data_of_unknown_length_unless_uncounted(tiny_classifier):
+    import warnings
+
+    texts, labels = kb.data.demo_examples("train", 64)
+    train = kb.data.bucket_by_length((texts, labels), tiny_classifier, 16, shuffle=False)
+    assert int(train.cardinality()) < 0  # unknown length: Keras finds the end by running out
+    tiny_classifier.compile(
+        optimizer="adamw", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    batches = sum(1 for _ in train)
+    throughput = Throughput(warmup_steps=0, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_classifier.fit(throughput.count_tokens(train, tiny_classifier), epochs=2,
+                            verbose=0, callbacks=[throughput])
+    assert not [w for w in caught if "fewer counted batches" in str(w.message)]
+    assert [e["examples"] for e in throughput.epoch_rates] == [64, 64]
+    # Keras's step counter (what the callback reads) ran past the batches, by at most one
+    # step per epoch: the case the check allows for.
+    extra = int(tiny_classifier.optimizer.iterations.numpy()) - 2 * batches
+    assert 0 <= extra <= 2
+    # A dataset that was not passed through count_tokens still gets the warning.
+    uncounted = Throughput(warmup_steps=0, verbose=0)
+    uncounted.count_tokens(train, tiny_classifier)  # made, but fit gets the plain dataset
+    with pytest.warns(UserWarning, match="fewer counted batches"):
+        tiny_classifier.fit(train, epochs=1, verbose=0, callbacks=[uncounted])

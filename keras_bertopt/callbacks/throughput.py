@@ -194,8 +194,11 @@ class Throughput(keras.callbacks.Callback):
             .map(record)
         )
 
-    def _drain(self, steps: int) -> dict[str, int | None]:
-        """Counts (`_FIELDS`) of the next `steps` training steps (token counts None if unknown)."""
+    def _drain(self, steps: int, epoch_end: bool = False) -> dict[str, int | None]:
+        """Counts (`_FIELDS`) of the next `steps` training steps (token counts None if unknown).
+
+        At an epoch's end one step may have no batch: Keras advances ``optimizer.iterations``
+        on the step that finds a dataset of unknown length exhausted."""
         if self._queue is None:
             count = self._examples_seen()
             examples = count - self._count_at_drain
@@ -212,7 +215,8 @@ class Throughput(keras.callbacks.Callback):
             if starts:
                 self._buffer = self._buffer[starts[-1]:]
         taken, self._buffer = self._buffer[:steps], self._buffer[steps:]
-        if len(taken) < steps and not self._warned_short:
+        missing = steps - len(taken) - (1 if epoch_end else 0)
+        if missing > 0 and not self._warned_short:
             self._warned_short = True
             warnings.warn(
                 "Throughput: fewer counted batches than training steps; was the dataset "
@@ -348,9 +352,10 @@ class Throughput(keras.callbacks.Callback):
         self._steps_before_epoch += steps
         if not self._warm:
             self.skipped_steps += steps
-            self._drain(steps)
+            self._drain(steps, epoch_end=True)
         elif steps > self._window_end:
-            self._add(self._drain(steps - self._window_end), steps - self._window_end)
+            self._add(self._drain(steps - self._window_end, epoch_end=True),
+                      steps - self._window_end)
         rates = self._rates(self._epoch, end)
         self.epoch_rates.append(
             {
