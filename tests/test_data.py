@@ -312,10 +312,20 @@ def test_glue_download_offline_fails_fast(monkeypatch, tmp_path):
 
 
 def test_demo_dataset_and_from_examples():
-    (x, y), *_ = _batches(demo_dataset("validation", batch_size=16, size=20))
-    assert x.shape == (16,) and set(y) <= {0, 1}
-    (x, y), *_ = _batches(from_examples((["a", "b"], ["c", "d"]), [1, 0], batch_size=2))
-    assert isinstance(x, tuple) and list(y) == [1, 0]
+    from keras_bertopt.data import demo_examples
+
+    texts, labels = demo_examples("validation", 20)
+    batches = _batches(demo_dataset("validation", batch_size=16, size=20))
+    assert [int(y.shape[0]) for _, y in batches] == [16, 4]
+    # Validation is never shuffled: the rows in order, labels beside their own texts.
+    assert [t.decode() for x, _ in batches for t in x.numpy()] == list(texts)
+    assert [int(v) for _, y in batches for v in y] == list(labels)
+    train = [t.decode() for x, _ in _batches(demo_dataset("train", size=20)) for t in x.numpy()]
+    first, _ = demo_examples("train", 20)
+    assert sorted(train) == sorted(first) and train != list(first)  # train: shuffled rows
+    (x, y), = _batches(from_examples((["a", "b"], ["c", "d"]), [1, 0], batch_size=2))
+    assert [t.decode() for t in x[0].numpy()] == ["a", "b"]
+    assert [t.decode() for t in x[1].numpy()] == ["c", "d"] and list(y) == [1, 0]
 
 
 # ---------------------------------------------------------------------------------------
