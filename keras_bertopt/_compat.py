@@ -107,7 +107,7 @@ def attention_parts(layer: Any) -> Any:
         attention_axes=_private(layer, "_attention_axes"),
         softmax=_private(layer, "_softmax"),
         dropout=float(getattr(layer, "_dropout", 0.0) or 0.0),
-        dropout_layer=getattr(layer, "_dropout_layer", None),
+        dropout_layer=attention_dropout_layer(layer),
     )
 
 
