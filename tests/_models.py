@@ -2,12 +2,12 @@
 
 import keras
 
+from keras_bertopt.recipe.training import compile_classifier as _compile_for_labels
+
 
 def compile_classifier(model, learning_rate=1e-3, optimizer=None):
-    """`model` compiled for 2-class logits: AdamW(`learning_rate`) (or `optimizer`, a Keras
-    optimizer class), sparse categorical cross-entropy from logits, accuracy. Returns it."""
-    optimizer = (optimizer or keras.optimizers.AdamW)(learning_rate)
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    """`model` compiled as the recipe compiles a classifier (integer labels, logits,
+    ``accuracy``) with AdamW(`learning_rate`) (or `optimizer`, a Keras optimizer class).
+    Returns it."""
+    _compile_for_labels(model, (optimizer or keras.optimizers.AdamW)(learning_rate))
     return model
