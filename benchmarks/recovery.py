@@ -22,7 +22,13 @@ date, library versions, budget, command and hours taken:
   Rows: ``student3`` / ``student4`` (`shrink(teacher, 3 | 4)`, evenly spaced
   layers), ``structured`` (`prune_structure(teacher, layers=2, heads=0.25,
   intermediate=0.5, importance="taylor")` on 8 batches: 4 layers x 9 heads x
-  FFN 768).
+  FFN 768), ``sparse80`` (a trainable copy of the teacher, `MagnitudePruning` of
+  the transformer kernels to 80% by `PolynomialSparsity` over the first half of
+  the steps, during the same distillation; the stripped model's measured sparsity).
+  ``--hidden-weight`` / ``--attention-weight`` add TinyBERT's hidden-state MSE and
+  MiniLM's attention KL (`Distiller`, evenly spaced layer map; the teacher then
+  runs on every batch, for its features and logits) and name the section ``..._h<w>_a<w>``;
+  ``--alpha`` / ``--temperature`` change the soft-target weight and temperature.
 
 Run (one step at a time, each after the previous one finished):
 
@@ -65,6 +71,7 @@ ROWS = {
     "student3": {"layers": 3},
     "student4": {"layers": 4},
     "structured": {"prune": {"layers": 2, "heads": 0.25, "intermediate": 0.5}},
+    "sparse80": {"sparsity": 0.8},
 }
 
 
@@ -176,6 +183,11 @@ def build_row(name: str, teacher: Any, args: argparse.Namespace) -> tuple[Any, d
     from keras_bertopt.pruning import prune_structure
 
     spec = ROWS[name]
+    if "sparsity" in spec:
+        return shrink(teacher, num_layers=teacher.backbone.num_layers), {
+            "target_sparsity": spec["sparsity"],
+            "pruning": "MagnitudePruning, transformer kernels, per variable, unstructured, "
+                       "PolynomialSparsity 0 -> target over the first half of the steps"}
     if "layers" in spec:
         return shrink(teacher, num_layers=spec["layers"]), {"student_layers": spec["layers"]}
     scoring = common.sst2_dataset("train", BATCH_SIZE, limit=8 * BATCH_SIZE, shuffle=True)
@@ -225,6 +237,13 @@ def train_row(student: Any, teacher: Any, args: argparse.Namespace, on_point: An
     from keras_bertopt.data import bucket_by_length, dynamic_padding
     from keras_bertopt.distillation import Distiller
     from keras_bertopt.optimizers import create_optimizer
+    from keras_bertopt.pruning import (
+        MagnitudePruning,
+        PolynomialSparsity,
+        sparsity_report,
+        strip_pruning,
+    )
+    from keras_bertopt.selection import TRANSFORMER_KERNELS
 
     stored = np.load(logits_path(args))
     logits, labels = tf.constant(stored["logits"]), tf.constant(stored["labels"], tf.int32)
@@ -235,21 +254,38 @@ def train_row(student: Any, teacher: Any, args: argparse.Namespace, on_point: An
     # so examples seen = batches x BATCH_SIZE.
     data = bucket_by_length((texts, list(range(len(texts)))), student.preprocessor,
                             BATCH_SIZE, seed=0, drop_remainder=True)
-    data = data.map(lambda x, i: (x, (tf.gather(labels, i), tf.gather(logits, i))))
+    if args.hidden_weight or args.attention_weight:
+        # Feature losses need the teacher's forward pass: it gives the logits too.
+        data = data.map(lambda x, i: (x, tf.gather(labels, i)))
+    else:
+        data = data.map(lambda x, i: (x, (tf.gather(labels, i), tf.gather(logits, i))))
     steps = sum(1 for _ in data) * args.epochs
     keras.utils.set_random_seed(0)
-    distiller = Distiller(teacher, student, temperature=KD_TEMPERATURE, alpha=KD_ALPHA)
+    distiller = Distiller(teacher, student, temperature=args.temperature, alpha=args.alpha,
+                          hidden_weight=args.hidden_weight,
+                          attention_weight=args.attention_weight)
     distiller.compile(optimizer=create_optimizer(args.lr, steps, warmup_steps=max(1, steps // 10),
                                                  weight_decay=0.01),
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     curve = Curve(student, dev_data(args), args.eval_every, on_point)
+    callbacks = [curve.callback]
+    target = ROWS[args.name].get("sparsity")
+    if target:
+        end = max(1, steps // 2)
+        callbacks.insert(0, MagnitudePruning(PolynomialSparsity(
+            0.0, target, begin_step=0, end_step=end, frequency=max(1, min(100, end // 10)))))
     start = time.perf_counter()
-    history = distiller.fit(data, epochs=args.epochs, callbacks=[curve.callback], verbose=0)
+    history = distiller.fit(data, epochs=args.epochs, callbacks=callbacks, verbose=0)
     seconds = time.perf_counter() - start
     if curve.seen % args.eval_every:
         curve.point(student, dev_data(args), on_point)
     student.preprocessor = fixed
-    return {"steps": steps, "epochs": args.epochs, "examples": curve.seen,
+    extra = {}
+    if target:
+        strip_pruning(student)
+        report = sparsity_report(student, include=TRANSFORMER_KERNELS)
+        extra["measured_sparsity_transformer_kernels"] = round(float(report.sparsity), 4)
+    return {**extra, "steps": steps, "epochs": args.epochs, "examples": curve.seen,
             "train_seconds": round(seconds, 1), "train_hours": round(seconds / 3600, 3),
             "examples_per_second_with_evals": round(curve.seen / seconds, 2),
             "train_loss": round(float(history.history["loss"][-1]), 4), "curve": curve.points}
@@ -289,15 +325,26 @@ def latency(teacher: Any, student: Any, args: argparse.Namespace) -> dict:
             "num_threads": 1, "files": out}
 
 
+def row_section(args: argparse.Namespace) -> str:
+    """``row_NAME[_eN][_hW_aW][_alphaA_tT]``: the defaults leave their part out."""
+    section = f"row_{args.name}" + (f"_e{args.epochs}" if args.epochs != 1 else "")
+    if args.hidden_weight or args.attention_weight:
+        section += f"_h{args.hidden_weight:g}_a{args.attention_weight:g}"
+    if (args.alpha, args.temperature) != (KD_ALPHA, KD_TEMPERATURE):
+        section += f"_alpha{args.alpha:g}_t{args.temperature:g}"
+    return section
+
+
 def run_row(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     teacher = load_teacher(args)
     teacher_accuracy = common.evaluate_accuracy(teacher, dev_data(args))
     student, info = build_row(args.name, teacher, args)
-    section = f"row_{args.name}" + (f"_e{args.epochs}" if args.epochs != 1 else "")
+    section = row_section(args)
     base = {"budget": f"{args.epochs} epoch(s) of SST-2 train, length-bucketed batches of "
-                      f"{BATCH_SIZE}, logit KD from cached teacher logits (T {KD_TEMPERATURE}, "
-                      f"alpha {KD_ALPHA}), peak lr {args.lr}",
+                      f"{BATCH_SIZE}, logit KD from cached teacher logits (T {args.temperature}, "
+                      f"alpha {args.alpha}; hidden-state weight {args.hidden_weight}, attention "
+                      f"weight {args.attention_weight}), peak lr {args.lr}",
             "teacher_dev_accuracy": round(teacher_accuracy, 4), **info}
 
     def on_point(points: list) -> None:
@@ -362,6 +409,10 @@ def main(argv: list[str] | None = None) -> None:
     steps["row"].add_argument("--latency-sentences", type=int, default=300)
     steps["row"].add_argument("--rounds", type=int, default=2)
     steps["row"].add_argument("--save", action="store_true", help="keep the recovered model")
+    steps["row"].add_argument("--alpha", type=float, default=KD_ALPHA)
+    steps["row"].add_argument("--temperature", type=float, default=KD_TEMPERATURE)
+    steps["row"].add_argument("--hidden-weight", type=float, default=0.0)
+    steps["row"].add_argument("--attention-weight", type=float, default=0.0)
     for p in steps.values():
         p.add_argument("--quick", action="store_true", help="smoke run (not a result)")
         p.add_argument("--limit", type=int, default=None, help="SST-2 train sentences")
