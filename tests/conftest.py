@@ -12,6 +12,17 @@ os.environ.update(OFFLINE_ENV)  # before any library reads it; subprocesses inhe
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_graph_rewrites():
+    """TensorFlow's Grappler off in the test processes: it rewrites each traced function for
+    speed before its first run (fusions, constant folding, layout), which costs seconds per
+    function and buys nothing for a tiny model's few steps; results are the same ops' results.
+    The TFLite converter and the processes tests start keep their defaults."""
+    import tensorflow as tf
+
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+
+
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     """Every test: a Python connection or name lookup to another host fails at once."""
