@@ -2,7 +2,8 @@
 
 Distributed runs happen in fresh subprocesses (logical devices and collective ops
 must be configured before TensorFlow starts), each bounded by a timeout and
-killed on failure.
+killed on failure. The two-replica MirroredStrategy checks share one process, in
+tests/test_mirrored.py.
 """
 
 import json
@@ -117,114 +118,6 @@ def test_tpu_without_a_tpu_names_what_it_tried():
         assert result["auto_mirrored"] and result["auto_replicas"] == result["gpus"]
     else:
         assert result["auto_default"] and result["auto_replicas"] == 1
-
-
-MIRRORED = """
-import json, time
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras
-import numpy as np
-import keras_bertopt as kb
-from keras_bertopt.callbacks import (
-    LearningRateLogger, SparsityLogger, Throughput, ValidationMetrics)
-from keras_bertopt.pruning import MagnitudePruning, PolynomialSparsity
-
-strategy = kb.distribute.get_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
-assert strategy.num_replicas_in_sync == 2
-
-# The fix itself: reducing boolean per-replica values (what Keras does with the
-# preprocessor's padding_mask) works and stays boolean.
-flags = strategy.experimental_distribute_values_from_function(
-    lambda ctx: tf.constant([True, False]) if ctx.replica_id_in_sync_group == 0
-    else tf.constant([False, False]))
-reduced = strategy.reduce("MEAN", {"mask": flags, "n": strategy.run(lambda: tf.constant(2))},
-                          axis=None)
-assert reduced["mask"].dtype == tf.bool and reduced["mask"].numpy().tolist() == [True, False]
-
-def build(scope_strategy):
-    with scope_strategy.scope():
-        model = kb.models.build_classifier(
-            kb.models.TinyConfig(dropout=0.0, seed=0), 2, sequence_length=32, dropout=0.0)
-        schedule = kb.schedules.create(
-            "linear", peak_learning_rate=3e-3, total_steps=8, warmup_steps=2)
-        model.compile(optimizer=keras.optimizers.AdamW(schedule),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
-    return model
-
-def fit(model):
-    throughput = Throughput(warmup_steps=1, verbose=0)
-    callbacks = [
-        MagnitudePruning(PolynomialSparsity(0.0, 0.5, begin_step=1, end_step=6, frequency=2)),
-        throughput, LearningRateLogger(), SparsityLogger(),
-        ValidationMetrics(kb.data.demo_dataset("validation", 16, size=32)),
-    ]
-    train = kb.data.demo_dataset("train", 16, size=64, shuffle=False)
-    history = model.fit(throughput.count_tokens(train, model), epochs=2, verbose=0,
-                        callbacks=callbacks)
-    return history.history, throughput
-
-def weights(model):
-    out = {}
-    for v in model.weights:
-        copies = getattr(v.value, "values", None)
-        if copies is not None:  # every replica holds the same value
-            for c in copies[1:]:
-                assert np.array_equal(copies[0].numpy(), c.numpy()), v.path
-        out[v.path] = keras.ops.convert_to_numpy(v)
-    return out
-
-single = build(tf.distribute.get_strategy())
-initial = {v.path: keras.ops.convert_to_numpy(v) for v in single.trainable_weights}
-single_history, _ = fit(single)
-mirrored = build(strategy)
-mirrored_history, throughput = fit(mirrored)
-w1, w2 = weights(single), weights(mirrored)
-assert set(w1) == set(w2), set(w1) ^ set(w2)
-moved = max(float(np.max(np.abs(w1[k] - initial[k]))) for k in initial)
-# A tf.data dataset of raw strings built by hand, on the same mirrored model.
-texts, labels = kb.data.demo_examples("train", 32)
-raw = tf.data.Dataset.from_tensor_slices((texts, labels)).batch(16)
-raw_loss = mirrored.fit(raw, epochs=1, verbose=0).history["loss"]
-print("RESULT " + json.dumps({
-    "single": single_history, "mirrored": mirrored_history, "raw_loss": raw_loss,
-    "max_weight_diff": max(float(np.max(np.abs(w1[k] - w2[k]))) for k in w1),
-    "weights_moved": moved,
-    "zeros_differ": sum(int(np.sum((w1[k] == 0) != (w2[k] == 0))) for k in w1),
-    "mirrored_tokens": [r["tokens"] for r in throughput.epoch_rates],
-    "real_tokens": int(np.sum(keras.ops.convert_to_numpy(
-        mirrored.preprocessor(np.array(kb.data.demo_examples("train", 64)[0]))["padding_mask"]))),
-    "first_batch_tokens": int(np.sum(keras.ops.convert_to_numpy(mirrored.preprocessor(
-        np.array(kb.data.demo_examples("train", 64)[0][:16]))["padding_mask"]))),
-    "batch": str(kb.distribute.batch_sizes(16, strategy)),
-}))
-"""
-
-
-@pytest.mark.slow
-def test_mirrored_two_cpu_replicas_match_a_single_device_run():
-    """Tiny BERT + LR schedule + MagnitudePruning + all metrics callbacks on raw strings.
-
-    Tolerance: weights within 1e-5 (absolute) of the single-device run after 8
-    AdamW steps (same data order, same seed, dropout 0); the two runs differ
-    only in float summation order (per-replica gradients are all-reduced).
-    """
-    result = _result(_run(MIRRORED, timeout=600))
-    single, mirrored = result["single"], result["mirrored"]
-    assert result["weights_moved"] > 1e-3  # training really changed the weights
-    assert result["max_weight_diff"] < 1e-5, result["max_weight_diff"]
-    assert result["zeros_differ"] == 0  # identical pruning masks
-    for key in ("loss", "learning_rate", "sparsity", "val_accuracy", "val_f1", "val_mcc"):
-        assert mirrored[key] == pytest.approx(single[key], rel=1e-4, abs=1e-6), key
-    assert mirrored["sparsity"][-1] == pytest.approx(0.5, abs=0.01)
-    assert result["mirrored_tokens"][1] == result["real_tokens"]  # epoch 2: every batch
-    # epoch 1: all but the skipped warm-up batch, although Keras read (and threw away)
-    # batches from an extra iterator to build the model under the strategy.
-    assert result["mirrored_tokens"][0] == result["real_tokens"] - result["first_batch_tokens"]
-    assert result["batch"] == "global batch 16 = 2 replica(s) x 8"
-    assert len(result["raw_loss"]) == 1 and result["raw_loss"][0] > 0
 
 
 WORKER = """
