@@ -1,4 +1,5 @@
-"""Recovery options of keras_bertopt.compress: frozen embedding tables, steps per execution."""
+"""Recovery options of keras_bertopt.compress: frozen embedding tables, steps per execution,
+dropout, hidden-state distillation."""
 
 import numpy as np
 import pytest
@@ -122,3 +123,31 @@ def test_recovery_dropout_is_set_for_the_fit_and_restored(tiny_classifier, monke
     monkeypatch.setattr(regularizers, "set_dropout", None)
     _recover(tiny_classifier)
     assert seen["rates"] == [0.1]
+
+
+def _hidden_gap(teacher, student, texts):
+    """Mean over real tokens of the squared gap between the two last layers' outputs."""
+    x = teacher.preprocessor(texts)
+    t = np.asarray(teacher.backbone(x)["sequence_output"])
+    s = np.asarray(student.backbone(x)["sequence_output"])
+    mask = np.asarray(x["padding_mask"]).astype(bool)
+    return float(np.mean(np.square(t - s)[mask]))
+
+
+def test_hidden_weight_pulls_the_students_hidden_states_to_the_teachers(tiny_classifier):
+    from keras_bertopt.data import demo_examples
+
+    texts = demo_examples("validation", 64)[0]
+    plain = _recover(tiny_classifier)
+    hidden = _recover(tiny_classifier, hidden_weight=10.0)
+    # One student layer learns from the teacher's last one: the gap, computed here from
+    # the two backbones, shrinks only when the hidden-state loss is on.
+    assert _hidden_gap(tiny_classifier, hidden, texts) < 0.5 * _hidden_gap(
+        tiny_classifier, plain, texts)
+    with pytest.raises(ValueError, match="`hidden_weight`"):
+        RecoverySettings(hidden_weight=-1.0)
+    target = {"latency": 0.5, "max_accuracy_drop": 1.0}
+    with pytest.raises(ValueError, match=r"target\.hidden_weight"):
+        recipe.load_config({"target": {**target, "hidden_weight": -1}})
+    config = recipe.load_config({"target": {**target, "hidden_weight": 1}})
+    assert config.target.hidden_weight == 1

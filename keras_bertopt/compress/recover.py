@@ -54,6 +54,7 @@ class RecoverySettings:
     freeze_embeddings: bool = False
     steps_per_execution: int = 1
     dropout: float | None = None
+    hidden_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.dropout is not None and (
@@ -67,6 +68,9 @@ class RecoverySettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
+        if isinstance(self.hidden_weight, bool) or not isinstance(
+                self.hidden_weight, (int, float)) or not self.hidden_weight >= 0:
+            raise ValueError(f"`hidden_weight` must be a number >= 0, got {self.hidden_weight!r}")
         if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
             raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate!r}")
 
@@ -174,6 +178,8 @@ def _training_data(student: Any, texts: Sequence[str], labels: Sequence[int],
     logit_table = tf.constant(logits)
     data = bucket_by_length((list(texts), list(range(len(texts)))), student.preprocessor,
                             settings.batch_size, seed=settings.seed)
+    if settings.hidden_weight > 0:  # the teacher runs for its hidden states: labels only
+        return data.map(lambda x, i: (x, tf.gather(label_table, i)))
     return data.map(lambda x, i: (x, (tf.gather(label_table, i), tf.gather(logit_table, i))))
 
 
@@ -205,7 +211,7 @@ def recover_candidate(
         data = _training_data(student, texts, labels, logits, settings)
         steps = sum(1 for _ in data) * settings.epochs
         distiller = Distiller(model, student, temperature=settings.temperature,
-                              alpha=settings.alpha)
+                              alpha=settings.alpha, hidden_weight=settings.hidden_weight)
         with frozen_embeddings(student, settings.freeze_embeddings), \
                 recovery_dropout(student, settings.dropout):
             distiller.compile(
