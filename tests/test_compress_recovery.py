@@ -134,6 +134,7 @@ def _hidden_gap(teacher, student, texts):
     return float(np.mean(np.square(t - s)[mask]))
 
 
+@pytest.mark.slow
 def test_hidden_weight_pulls_the_students_hidden_states_to_the_teachers(tiny_classifier):
     from keras_bertopt.data import demo_examples
 
