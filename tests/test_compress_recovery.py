@@ -16,11 +16,11 @@ def _weights(model, name):
     return [np.array(w) for w in model.backbone.get_layer(name).get_weights()]
 
 
-def _recover(model, **settings):
+def _recover(model, cached=True, **settings):
     from keras_bertopt.data import demo_examples
 
     texts, labels = demo_examples("train", 64)
-    logits = teacher_logits(model, texts)
+    logits = teacher_logits(model, texts) if cached else None
     options = RecoverySettings(epochs=1, batch_size=16, importance_batches=2,
                                learning_rate=1e-2, **settings)
     return recover_candidate(model, Candidate(1, 2, 32), texts, labels, logits, options)
@@ -140,13 +140,15 @@ def test_hidden_weight_pulls_the_students_hidden_states_to_the_teachers(tiny_cla
 
     texts = demo_examples("validation", 64)[0]
     plain = _recover(tiny_classifier)
-    hidden = _recover(tiny_classifier, hidden_weight=10.0)
+    hidden = _recover(tiny_classifier, cached=False, hidden_weight=10.0)  # teacher live
     # One student layer learns from the teacher's last one: the gap, computed here from
     # the two backbones, shrinks only when the hidden-state loss is on.
     assert _hidden_gap(tiny_classifier, hidden, texts) < 0.5 * _hidden_gap(
         tiny_classifier, plain, texts)
     with pytest.raises(ValueError, match="`hidden_weight`"):
         RecoverySettings(hidden_weight=-1.0)
+    with pytest.raises(ValueError, match="`logits`"):  # no cache and no teacher pass
+        _recover(tiny_classifier, cached=False)
     target = {"latency": 0.5, "max_accuracy_drop": 1.0}
     with pytest.raises(ValueError, match=r"target\.hidden_weight"):
         recipe.load_config({"target": {**target, "hidden_weight": -1}})

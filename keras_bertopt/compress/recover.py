@@ -175,11 +175,11 @@ def _training_data(student: Any, texts: Sequence[str], labels: Sequence[int],
     from keras_bertopt.bucketing import bucket_by_length
 
     label_table = tf.constant(np.asarray(labels), tf.int32)
-    logit_table = tf.constant(logits)
     data = bucket_by_length((list(texts), list(range(len(texts)))), student.preprocessor,
                             settings.batch_size, seed=settings.seed)
     if settings.hidden_weight > 0:  # the teacher runs for its hidden states: labels only
         return data.map(lambda x, i: (x, tf.gather(label_table, i)))
+    logit_table = tf.constant(logits)
     return data.map(lambda x, i: (x, (tf.gather(label_table, i), tf.gather(logit_table, i))))
 
 
@@ -188,12 +188,13 @@ def recover_candidate(
     candidate: Candidate,
     texts: Sequence[str],
     labels: Sequence[int],
-    logits: np.ndarray,
+    logits: np.ndarray | None,
     settings: RecoverySettings = RecoverySettings(),
 ) -> Any:
     """`model` pruned to `candidate` (Taylor importance) and distilled from cached `logits`.
 
-    Returns the recovered keras-hub classifier, with `model`'s preprocessor.
+    With `settings.hidden_weight` > 0 the teacher runs on every batch, and `logits`
+    may be None. Returns the recovered keras-hub classifier, with `model`'s preprocessor.
     """
     import keras
     import tensorflow as tf
@@ -201,6 +202,9 @@ def recover_candidate(
     from keras_bertopt.distillation import Distiller
     from keras_bertopt.optimizers import create_optimizer
 
+    if logits is None and settings.hidden_weight == 0:
+        raise ValueError("`logits` (the teacher's cached logits) are needed unless "
+                         "`settings.hidden_weight` > 0")
     keras.utils.set_random_seed(settings.seed)
     n = settings.importance_batches * settings.batch_size
     scoring = tf.data.Dataset.from_tensor_slices(

@@ -276,6 +276,8 @@ def _search(model: Any, target: Target, state: dict, output_dir: str,
             break
         if any(t["name"] == row["name"] for t in state["trials"]):
             continue
+        if "logits" not in data and settings.hidden_weight > 0:
+            data["logits"] = None  # the teacher runs live for its hidden states and logits
         if "logits" not in data:
             if not os.path.isfile(logits_path):
                 np.save(logits_path + ".tmp.npy", recover.teacher_logits(model,
