@@ -260,3 +260,56 @@ def sync_training_state(model: Any) -> None:
     sync = getattr(model, "jax_state_sync", None)
     if sync is not None:
         sync()
+
+
+def build_before_tracing(enabled: bool = True) -> None:
+    """On TensorFlow, `fit` and `evaluate` build the optimizer, loss and metric variables
+    before tracing their step (``enabled=True``), as Keras does under a `tf.distribute`
+    strategy and on JAX; ``enabled=False`` restores Keras's own behaviour.
+
+    Without a strategy Keras defers that build to the first trace, and a `tf.function` that
+    creates variables on its first call is traced twice. With this on, each model's first
+    step traces once. The build reads the input signature from the dataset's `element_spec`,
+    so no batch is drawn and a shuffled dataset's order stays as it was: the variables, the
+    data order and the results are Keras's own. Data that is not a `tf.data.Dataset` keeps
+    Keras's deferred build.
+
+    Reads ``TensorFlowTrainer._maybe_symbolic_build``, ``_symbolic_build`` and
+    ``_distribute_strategy``: the deferral is a private choice with no public switch.
+    """
+    from keras.src.backend.tensorflow import trainer
+
+    cls = trainer.TensorFlowTrainer
+    deferred = getattr(cls._maybe_symbolic_build, "_kbo_deferred", cls._maybe_symbolic_build)
+    if not enabled:
+        cls._maybe_symbolic_build = deferred
+        return
+
+    def maybe_symbolic_build(self: Any, iterator: Any = None, data_batch: Any = None) -> Any:
+        if self._distribute_strategy is not None or _training_state_built(self):
+            return deferred(self, iterator=iterator, data_batch=data_batch)
+        spec = _input_spec(iterator) if data_batch is None else data_batch
+        if spec is not None:
+            self._symbolic_build(data_batch=spec)
+
+    maybe_symbolic_build._kbo_deferred = deferred  # type: ignore[attr-defined]
+    cls._maybe_symbolic_build = maybe_symbolic_build
+
+
+def _input_spec(epoch_iterator: Any) -> Any:
+    """The `tf.TensorSpec` structure of the batches `epoch_iterator` will yield, or None."""
+    import tensorflow as tf
+
+    adapter = getattr(epoch_iterator, "data_adapter", None)
+    dataset = getattr(adapter, "_dataset", None)
+    if not isinstance(dataset, tf.data.Dataset):
+        return None
+    specs = tf.nest.flatten(dataset.element_spec)
+    return dataset.element_spec if all(type(s) is tf.TensorSpec for s in specs) else None
+
+
+def _training_state_built(model: Any) -> bool:
+    """True when `model`'s optimizer and compiled loss and metrics hold their variables."""
+    parts = (model.optimizer, getattr(model, "_compile_metrics", None),
+             getattr(model, "_compile_loss", None))
+    return all(part is None or part.built for part in parts)

@@ -23,6 +23,18 @@ def _no_graph_rewrites():
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _trace_once():
+    """Each model's first `fit` / `evaluate` step traced once, not twice: Keras builds the
+    optimizer and metric variables before tracing, as it does under a tf.distribute strategy
+    (`_compat.build_before_tracing`; test_compat checks that training gives the same weights
+    either way). Subprocess tests (the CLI, kill-resume, MirroredStrategy) keep Keras's own
+    deferred build."""
+    from keras_bertopt._compat import build_before_tracing
+
+    build_before_tracing()
+
+
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     """Every test: a Python connection or name lookup to another host fails at once."""

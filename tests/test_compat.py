@@ -2,6 +2,7 @@
 and a Keras where one moved gets an error naming it."""
 
 import keras
+import numpy as np
 import pytest
 
 from keras_bertopt import _compat
@@ -121,3 +122,43 @@ def test_call_context_training_is_the_enclosing_calls_flag():
     outer(keras.ops.ones((1, 2)), training=True)
     outer(keras.ops.ones((1, 2)), training=False)
     assert seen == [True, False]
+
+
+def _train_counting_traces(steps_traced):
+    """A seeded tiny classifier fit for 8 shuffled steps, then evaluated; the train step's
+    Python body runs once per trace, so `steps_traced` counts the traces."""
+    from _models import compile_classifier
+
+    from keras_bertopt.data import demo_dataset
+    from keras_bertopt.models import TinyConfig, build_classifier
+
+    keras.utils.set_random_seed(0)
+    model = compile_classifier(build_classifier(TinyConfig(), num_classes=2,
+                                                sequence_length=16), 3e-3)
+    step = model.train_step
+
+    def counted(data):
+        steps_traced.append(1)
+        return step(data)
+
+    model.train_step = counted
+    model.fit(demo_dataset("train", size=256, seed=3), epochs=1, verbose=0)
+    return model.get_weights(), model.evaluate(demo_dataset("validation"), verbose=0)
+
+
+def test_build_before_tracing_traces_once_and_trains_to_kerass_own_weights():
+    deferred_traces, built_traces = [], []
+    try:
+        _compat.build_before_tracing(enabled=False)        # Keras's own deferred build
+        deferred_weights, deferred_eval = _train_counting_traces(deferred_traces)
+        _compat.build_before_tracing()
+        built_weights, built_eval = _train_counting_traces(built_traces)
+    finally:
+        _compat.build_before_tracing()                      # the suite's setting
+    # tf.function traces a function twice when its first call creates variables (the
+    # optimizer's slots, the metrics' totals); built beforehand, once.
+    assert (len(deferred_traces), len(built_traces)) == (2, 1)
+    # Same variables, same shuffled data order, same dropout draws: the same training.
+    for got, want in zip(built_weights, deferred_weights, strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(built_eval, deferred_eval)
