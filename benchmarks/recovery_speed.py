@@ -20,6 +20,9 @@ warm-up, timed between `on_train_batch_end` calls. Variants:
 * ``spe8``: ``steps_per_execution=8``; ``frozen_spe8``: both;
 * ``nodrop``: `RecoverySettings.dropout` 0 (no dropout masks while
   recovering); ``frozen_spe8_nodrop``: all three;
+* ``bf16``: the student under Keras's ``mixed_bfloat16`` dtype policy (bfloat16
+  compute, float32 variables and optimizer; oneDNN runs bfloat16 matmuls natively on CPUs
+  with AVX512_BF16 or AMX); ``frozen_spe8_nodrop_bf16``: with the three above;
 * ``jax_plain`` (and, on request, ``jax_frozen_spe8``): the same fit under
   ``KERAS_BACKEND=jax`` in its own process (data still from tf.data), in the
   first ``--jax-rounds`` rounds only (it is the slowest variant).
@@ -63,9 +66,9 @@ KD_TEMPERATURE = 2.0
 KD_ALPHA = 0.7
 
 def _variant(backend: str = "tensorflow", freeze: bool = False, spe: int = 1,
-             dropout: float | None = None) -> dict[str, Any]:
+             dropout: float | None = None, policy: str = "float32") -> dict[str, Any]:
     return {"backend": backend, "freeze_embeddings": freeze, "steps_per_execution": spe,
-            "dropout": dropout}
+            "dropout": dropout, "dtype_policy": policy}
 
 
 VARIANTS = {
@@ -75,6 +78,9 @@ VARIANTS = {
     "frozen_spe8": _variant(freeze=True, spe=8),
     "nodrop": _variant(dropout=0.0),
     "frozen_spe8_nodrop": _variant(freeze=True, spe=8, dropout=0.0),
+    "bf16": _variant(policy="mixed_bfloat16"),
+    "frozen_spe8_nodrop_bf16": _variant(freeze=True, spe=8, dropout=0.0,
+                                        policy="mixed_bfloat16"),
     "jax_plain": _variant("jax"),
     "jax_frozen_spe8": _variant("jax", freeze=True, spe=8),
 }
@@ -164,6 +170,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from keras_bertopt.compress.recover import frozen_embeddings, recovery_dropout
     from keras_bertopt.data import dynamic_padding
     from keras_bertopt.distillation import Distiller, shrink
+    from keras_bertopt.models import with_dtype_policy
     from keras_bertopt.optimizers import create_optimizer
 
     spec = VARIANTS[name]
@@ -171,9 +178,14 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if keras.backend.backend() != spec["backend"]:
         raise RuntimeError(f"{name} runs on {spec['backend']}, this process has "
                            f"{keras.backend.backend()}")
+    # keras.distillation.Distiller requires the teacher's and the student's outputs to have
+    # one dtype, so a bfloat16 student gets a bfloat16 copy of the teacher (which never runs
+    # here: its logits are cached).
     teacher = load_teacher(args)
+    if spec["dtype_policy"] != "float32":
+        teacher = with_dtype_policy(teacher, spec["dtype_policy"])
     keras.utils.set_random_seed(0)
-    student = shrink(teacher, num_layers=STUDENT_LAYERS)
+    student = shrink(teacher, num_layers=STUDENT_LAYERS)  # the teacher's dtype policy
     fixed = student.preprocessor
     dynamic_padding(student)
     data = training_data(student, args)
@@ -309,6 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="SST-2 train sentences")
     parser.add_argument("--dev-limit", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="smoke run (not a result)")
+    parser.add_argument("--result", default="recovery_speed",
+                        help="name of the JSON file in benchmarks/results")
     parser.add_argument("--worker", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -360,7 +374,7 @@ def write(args: argparse.Namespace, names: list[str], rounds: list[dict[str, dic
             versions[f"{module}_version"] = __import__(module).__version__
         except ImportError:
             versions[f"{module}_version"] = None
-    common.write_result("recovery_speed_quick" if args.quick else "recovery_speed", {
+    common.write_result(args.result + ("_quick" if args.quick else ""), {
         "description": __doc__.split("\n\n")[0],
         "command": "flock /tmp/kbo_bench.lock python benchmarks/recovery_speed.py "
                    + " ".join(sys.argv[1:]),

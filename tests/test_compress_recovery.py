@@ -1,5 +1,5 @@
 """Recovery options of keras_bertopt.compress: frozen embedding tables, steps per execution,
-dropout, hidden-state distillation."""
+dropout, hidden-state distillation, bfloat16 training."""
 
 import numpy as np
 import pytest
@@ -74,6 +74,8 @@ def test_steps_per_execution_reaches_compile_and_trains_the_same(tiny_classifier
     ({"dropout": 1.0}, "dropout"),
     ({"dropout": -0.1}, "dropout"),
     ({"dropout": "0"}, "dropout"),
+    ({"dtype_policy": "bfloat16"}, "dtype_policy"),  # bfloat16 weights: not a recovery
+    ({"dtype_policy": "float16"}, "dtype_policy"),
 ])
 def test_bad_recovery_options_are_refused_naming_them(settings, argument):
     with pytest.raises(ValueError, match=f"`{argument}`"):
@@ -84,6 +86,7 @@ def test_bad_recovery_options_are_refused_naming_them(settings, argument):
     ({"freeze_embeddings": "yes"}, "target.freeze_embeddings"),
     ({"steps_per_execution": 0}, "target.steps_per_execution"),
     ({"dropout": 1.0}, "target.dropout"),
+    ({"dtype_policy": "mixed_float16"}, "target.dtype_policy"),
 ])
 def test_recipe_target_recovery_options_checked(target, key):
     base = {"finetune": {"epochs": 1}, "prune": {"enabled": False}, "qat": {"enabled": False},
@@ -154,3 +157,38 @@ def test_hidden_weight_pulls_the_students_hidden_states_to_the_teachers(tiny_cla
         recipe.load_config({"target": {**target, "hidden_weight": -1}})
     config = recipe.load_config({"target": {**target, "hidden_weight": 1}})
     assert config.target.hidden_weight == 1
+
+
+def _accuracy(model, texts, labels):
+    return float(np.mean(np.argmax(model.predict(texts, verbose=0), -1) == np.asarray(labels)))
+
+
+def test_mixed_bfloat16_recovery_trains_in_bfloat16_and_returns_a_float32_model(
+        tiny_classifier):
+    import keras
+
+    from keras_bertopt.data import demo_examples
+    from keras_bertopt.models import TinyConfig, build_classifier
+
+    again = build_classifier(TinyConfig(), num_classes=2, sequence_length=32)
+    again.set_weights(tiny_classifier.get_weights())
+    plain = _recover(tiny_classifier)
+    bf16 = _recover(again, dtype_policy="mixed_bfloat16")
+    # Returned in float32, like any recovered student (the file to export).
+    assert bf16.backbone.dtype_policy.name == "float32"
+    assert bf16.predict(["a fine film"], verbose=0).dtype == np.float32
+    assert {w.dtype for w in bf16.weights} == {"float32"}
+    # Same seed and batches as the float32 recovery: only bfloat16 rounding in the matmuls
+    # sets them apart, so the weights differ (they would be equal if the policy were
+    # ignored) and stay close.
+    pairs = list(zip(plain.get_weights(), bf16.get_weights(), strict=True))
+    assert any(not np.array_equal(a, b) for a, b in pairs)
+    for a, b in pairs:
+        np.testing.assert_allclose(a, b, atol=0.05)
+    # And it learned as much: agreement with the labels on the training sentences.
+    texts, labels = demo_examples("train", 64)
+    assert _accuracy(bf16, texts, labels) >= _accuracy(plain, texts, labels) - 0.1
+    config = recipe.load_config({"target": {"latency": 0.5, "max_accuracy_drop": 1.0,
+                                            "dtype_policy": "mixed_bfloat16"}})
+    assert config.target.dtype_policy == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"  # nothing global was changed

@@ -233,3 +233,27 @@ def test_save_hf_checkpoint_checks_vocabulary(tiny_classifier, tmp_path):
     with pytest.raises(ValueError, match="BertBackbone"):
         save_hf_checkpoint(object(), ["[PAD]"], tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_with_dtype_policy_copies_weights_and_computes_in_bfloat16(tiny_classifier):
+    from keras_bertopt.models import with_dtype_policy
+
+    texts = ["a wonderful film", "dull and far too long"]
+    fast = with_dtype_policy(tiny_classifier, "mixed_bfloat16")
+    assert fast.preprocessor is tiny_classifier.preprocessor
+    assert fast.backbone.dtype_policy.name == "mixed_bfloat16"
+    assert tiny_classifier.backbone.dtype_policy.name == "float32"  # the original is kept
+    for a, b in zip(tiny_classifier.weights, fast.weights, strict=True):
+        assert b.dtype == "float32"
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # bfloat16 keeps 8 bits of mantissa: the logits move off the float32 ones by a
+    # rounding amount, no more.
+    reference = tiny_classifier.predict(texts, verbose=0)
+    logits = fast.predict(texts, verbose=0)
+    assert str(logits.dtype) == "bfloat16"
+    logits = logits.astype("float32")
+    assert not np.array_equal(logits, reference)
+    np.testing.assert_allclose(logits, reference, atol=0.05)
+    for bad in ("bfloat16", "no_such_policy", None):
+        with pytest.raises(ValueError, match="`policy`"):
+            with_dtype_policy(tiny_classifier, bad)

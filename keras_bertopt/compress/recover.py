@@ -30,6 +30,9 @@ import numpy as np
 
 from keras_bertopt.compress.candidates import Candidate
 
+#: The dtype policies a recovery trains under (float32 weights in both).
+DTYPE_POLICIES = ("float32", "mixed_bfloat16")
+
 
 @dataclasses.dataclass(frozen=True)
 class RecoverySettings:
@@ -41,7 +44,9 @@ class RecoverySettings:
     steps per call into the compiled step (`keras.Model.compile`). `dropout`:
     the student's dropout rate (hidden, attention and classifier) during
     recovery, e.g. 0.0 to skip the random masks; None keeps the model's. The
-    model's own rates are back in place afterwards.
+    model's own rates are back in place afterwards. `dtype_policy`: the Keras
+    dtype policy the student trains under, e.g. "mixed_bfloat16" (bfloat16
+    matmuls, float32 weights); the recovered model is float32 either way.
     """
 
     epochs: int = 1
@@ -55,8 +60,12 @@ class RecoverySettings:
     steps_per_execution: int = 1
     dropout: float | None = None
     hidden_weight: float = 0.0
+    dtype_policy: str = "float32"
 
     def __post_init__(self) -> None:
+        if self.dtype_policy not in DTYPE_POLICIES:
+            raise ValueError(f"`dtype_policy` must be one of {DTYPE_POLICIES}, "
+                             f"got {self.dtype_policy!r}")
         if self.dropout is not None and (
                 isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float))
                 or not 0.0 <= self.dropout < 1.0):
@@ -200,6 +209,7 @@ def recover_candidate(
     import tensorflow as tf
 
     from keras_bertopt.distillation import Distiller
+    from keras_bertopt.models import with_dtype_policy
     from keras_bertopt.optimizers import create_optimizer
 
     if logits is None and settings.hidden_weight == 0:
@@ -214,15 +224,22 @@ def recover_candidate(
     try:
         data = _training_data(student, texts, labels, logits, settings)
         steps = sum(1 for _ in data) * settings.epochs
-        distiller = Distiller(model, student, temperature=settings.temperature,
+        trainee, teacher = student, model
+        if settings.dtype_policy != "float32":
+            # keras.distillation.Distiller wants one output dtype for teacher and student.
+            trainee = with_dtype_policy(student, settings.dtype_policy)
+            teacher = with_dtype_policy(model, settings.dtype_policy)
+        distiller = Distiller(teacher, trainee, temperature=settings.temperature,
                               alpha=settings.alpha, hidden_weight=settings.hidden_weight)
-        with frozen_embeddings(student, settings.freeze_embeddings), \
-                recovery_dropout(student, settings.dropout):
+        with frozen_embeddings(trainee, settings.freeze_embeddings), \
+                recovery_dropout(trainee, settings.dropout):
             distiller.compile(
                 optimizer=create_optimizer(settings.learning_rate, steps,
                                            warmup_steps=max(1, steps // 10), weight_decay=0.01),
                 steps_per_execution=settings.steps_per_execution)
             distiller.fit(data, epochs=settings.epochs, verbose=0)
+        if trainee is not student:
+            student.set_weights(trainee.get_weights())
     finally:
         student.preprocessor = fixed
     return student

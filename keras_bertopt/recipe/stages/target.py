@@ -38,7 +38,8 @@ class TargetConfig(StageSection):
     and `alpha`, `freeze_embeddings` (embedding tables kept fixed: a cheaper
     step), `steps_per_execution`, `dropout` (the student's rate while it
     recovers; null keeps the model's), `hidden_weight` (TinyBERT's hidden-state
-    loss on top of the logits; the teacher then runs on every batch); at most
+    loss on top of the logits; the teacher then runs on every batch),
+    `dtype_policy` (``mixed_bfloat16``: the student trains with bfloat16 matmuls); at most
     `max_trials` candidates recovered.
     Candidate shapes: `layers` (default every count up to the model's),
     `head_fractions`, `ffn_fractions`; `timing_sentences` held-out sentences timed.
@@ -56,6 +57,7 @@ class TargetConfig(StageSection):
     steps_per_execution: int = Field(1, ge=1)
     dropout: Union[float, None] = Field(None, ge=0, lt=1)
     hidden_weight: float = Field(0.0, ge=0)
+    dtype_policy: Literal["float32", "mixed_bfloat16"] = "float32"
     max_trials: int = Field(3, ge=1)
     layers: Union[list[int], None] = None
     head_fractions: list[float] = Field(default_factory=lambda: [1.0, 0.75, 0.5, 0.25])
@@ -122,7 +124,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         epochs=t.epochs, batch_size=data.batch_size, learning_rate=t.learning_rate,
         temperature=t.temperature, alpha=t.alpha, seed=ctx.seed,
         freeze_embeddings=t.freeze_embeddings, steps_per_execution=t.steps_per_execution,
-        dropout=t.dropout, hidden_weight=t.hidden_weight)
+        dropout=t.dropout, hidden_weight=t.hidden_weight, dtype_policy=t.dtype_policy)
     result = compress.compress_to_target(
         model, t.goal(), train, validation, ctx.paths("target"), candidates=shapes,
         recovery=settings, max_trials=t.max_trials, timing_sentences=t.timing_sentences)
