@@ -284,6 +284,24 @@ def _classifier_from_preset(
         raise ConnectionError(message) from e
 
 
+def rebuild_classifier(model: Any, backbone: Any = None, **changes: Any) -> Any:
+    """A new keras-hub classifier of `model`'s class, configuration and preprocessor, whose
+    backbone is built afresh from `backbone`'s (default: `model.backbone`'s) configuration
+    with `changes` applied, e.g. ``num_layers=2`` or ``dtype="mixed_bfloat16"``.
+
+    The new model's weights are freshly initialized; copy over what it should keep.
+    """
+    backbone = model.backbone if backbone is None else backbone
+    backbone_config = backbone.get_config()
+    backbone_config.pop("name", None)  # a fresh unique name: no clash with the original's
+    backbone_config.update(changes)
+    config = model.get_config()
+    config.pop("name", None)
+    config["backbone"] = type(backbone).from_config(backbone_config)
+    config["preprocessor"] = model.preprocessor
+    return type(model).from_config(config)
+
+
 def with_dtype_policy(model: Any, policy: str) -> Any:
     """A copy of the keras-hub classifier `model` under the Keras dtype policy `policy`.
 
@@ -308,13 +326,6 @@ def with_dtype_policy(model: Any, policy: str) -> Any:
     if resolved is None or resolved.variable_dtype != "float32":
         raise ValueError(f"`policy` must name a Keras dtype policy with float32 variables "
                          f"(e.g. 'float32', 'mixed_bfloat16'), got {policy!r}")
-    backbone_config = model.backbone.get_config()
-    backbone_config.pop("name", None)  # a fresh unique name: no clash with the original
-    backbone_config["dtype"] = resolved.name
-    config = model.get_config()
-    config.pop("name", None)
-    config["backbone"] = type(model.backbone).from_config(backbone_config)
-    config["preprocessor"] = model.preprocessor
-    copy = type(model).from_config(config)
+    copy = rebuild_classifier(model, dtype=resolved.name)
     copy.set_weights(model.get_weights())
     return copy

@@ -129,6 +129,7 @@ def shrink(
     """
     import keras_hub
 
+    from keras_bertopt.models import rebuild_classifier
     from keras_bertopt.quantization.wrapper import is_quantize_aware
 
     if is_quantize_aware(model):
@@ -137,16 +138,8 @@ def shrink(
         )
     backbone = bert_backbone(model)
     keep = resolve_keep_layers(backbone.num_layers, num_layers, keep_layers)
-    backbone_config = backbone.get_config()
-    backbone_config["num_layers"] = len(keep)
-    backbone_config.pop("name", None)  # a fresh unique name: no clash with the teacher's
-    new_backbone = type(backbone).from_config(backbone_config)
-
-    config = model.get_config()
-    config.pop("name", None)
-    config["backbone"] = new_backbone
-    config["preprocessor"] = model.preprocessor
-    student = type(model).from_config(config)
+    student = rebuild_classifier(model, backbone, num_layers=len(keep))
+    new_backbone = student.backbone
     if not isinstance(student, keras_hub.models.Task):
         raise ValueError(f"`model` must be a keras-hub task, got {type(model).__name__}")
 
