@@ -1,11 +1,6 @@
 """Length bucketing: bucket_by_length, DynamicPaddingPreprocessor, padding_report."""
 
 import collections
-import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -187,56 +182,3 @@ def test_bad_arguments_raise_clear_errors(tiny_classifier):
     with pytest.raises(ValueError, match="`pad_to`"):
         kbdata.dynamic_padding(tiny_classifier, pad_to="max")
     assert type(tiny_classifier.preprocessor).__name__ == "BertTextClassifierPreprocessor"
-
-
-MIRRORED = """
-import json
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras, numpy as np
-import keras_bertopt as kb
-
-texts, labels = kb.data.demo_examples("train", 96)
-
-def run(strategy):
-    with strategy.scope():
-        model = kb.models.build_classifier(
-            kb.models.TinyConfig(dropout=0.0, seed=0), 2, sequence_length=32, dropout=0.0)
-        kb.data.dynamic_padding(model, bounds=(8, 16))
-        model.compile(optimizer=keras.optimizers.AdamW(3e-3),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    # Full batches only: Keras averages each replica's mean loss, so a short batch
-    # split unevenly (3 + 2) would weight examples differently than one device does.
-    train = kb.data.bucket_by_length((texts, labels), model.preprocessor, 16,
-                                     bounds=(8, 16), shuffle=False, drop_remainder=True)
-    history = model.fit(train, epochs=1, verbose=0)
-    return model, history.history["loss"], kb.data.padding_report(train, model).to_dict()
-
-keras.utils.set_random_seed(0)
-single, loss1, report = run(tf.distribute.get_strategy())
-keras.utils.set_random_seed(0)
-mirrored, loss2, _ = run(kb.distribute.get_strategy("mirrored", devices=["/cpu:0", "/cpu:1"]))
-diff = max(float(np.max(np.abs(keras.ops.convert_to_numpy(a) - keras.ops.convert_to_numpy(b))))
-           for a, b in zip(single.weights, mirrored.weights))
-print("RESULT " + json.dumps({"diff": diff, "loss": [loss1, loss2], "report": report}))
-"""
-
-
-@pytest.mark.slow
-def test_bucketed_fit_under_mirrored_strategy_matches_one_device():
-    """Global batch 16 split over 2 CPU replicas, dynamic padding, dropout 0.
-
-    Tolerance: weights within 1e-5 of the single-device run (float summation order).
-    """
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(MIRRORED)],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
-    result = json.loads(line[len("RESULT "):])
-    assert len(result["report"]["distinct_lengths"]) >= 2  # more than one shape was trained
-    assert result["loss"][1] == pytest.approx(result["loss"][0], rel=1e-4)
-    assert result["diff"] < 1e-5, result["diff"]

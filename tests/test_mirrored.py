@@ -13,6 +13,10 @@ Grappler is off in it, as in the test processes (tests/conftest.py).
   batch moves the student exactly as on one device: the losses are scaled per replica like
   Keras's own, so the gradients summed over the two replicas are those of the global mean.
 - ``qat``: QAT under the strategy: every replica ends with the same trained ranges.
+- ``bucketed``: a length-bucketed fit with dynamic padding (two shapes) matches one device.
+- ``pruning``: `MagnitudePruning` keeps the same masks on both replicas, zeros where they say.
+- ``optimizer``: `create_optimizer`'s weight-decay exclusion and per-layer rates run inside
+  tf.distribute's update and give one device's weights.
 """
 
 import json
@@ -178,14 +182,114 @@ def qat_check():
             "ranges": len(before), "step": qat.qat_step}
 
 RESULTS["qat"] = qat_check()
+"""
+
+BUCKETED = """
+def bucketed_check():
+    texts, labels = kb.data.demo_examples("train", 96)
+
+    def run(scope_strategy):
+        with scope_strategy.scope():
+            model = kb.models.build_classifier(
+                kb.models.TinyConfig(dropout=0.0, seed=0), 2, sequence_length=32, dropout=0.0)
+            kb.data.dynamic_padding(model, bounds=(8, 16))
+            model.compile(optimizer=keras.optimizers.AdamW(3e-3),
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        # Full batches only: Keras averages each replica's mean loss, so a short batch
+        # split unevenly (3 + 2) would weight examples differently than one device does.
+        train = kb.data.bucket_by_length((texts, labels), model.preprocessor, 16,
+                                         bounds=(8, 16), shuffle=False, drop_remainder=True)
+        history = model.fit(train, epochs=1, verbose=0)
+        return model, history.history["loss"], kb.data.padding_report(train, model).to_dict()
+
+    keras.utils.set_random_seed(0)
+    single, loss1, report = run(tf.distribute.get_strategy())
+    keras.utils.set_random_seed(0)
+    mirrored, loss2, _ = run(strategy)
+    diff = max(float(np.max(np.abs(keras.ops.convert_to_numpy(a)
+                                   - keras.ops.convert_to_numpy(b))))
+               for a, b in zip(single.weights, mirrored.weights))
+    return {"diff": diff, "loss": [loss1, loss2], "report": report}
+
+RESULTS["bucketed"] = bucketed_check()
+"""
+
+PRUNING = """
+def pruning_check():
+    from keras_bertopt.pruning import MagnitudePruning, PolynomialSparsity, get_state
+
+    with strategy.scope():
+        model = kb.models.build_classifier(kb.models.TinyConfig(), 2, sequence_length=32)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pre = model.preprocessor
+
+    def prep(x, y):
+        x = pre(x)
+        x["padding_mask"] = tf.cast(x["padding_mask"], "int32")
+        return x, y
+
+    data = kb.data.demo_dataset("train", batch_size=16, size=128).map(prep)
+    model.preprocessor = None
+    pruning = MagnitudePruning(PolynomialSparsity(0.0, 0.5, 1, 5, frequency=2),
+                               include=r"transformer_layer_\\d+/.*kernel$")
+    model.fit(data, epochs=1, callbacks=[pruning], verbose=0)
+    state = get_state(model)
+    out = {"step": int(state.step.numpy()), "kernels": 0, "copies": [], "masks_differ": 0,
+           "wrong_zero_count": 0, "masked_nonzero": 0, "replica_diff": 0.0}
+    for mask, var in zip(state.masks, pruning.variables):
+        copies = [t.numpy() for t in mask.value.values]
+        weights = [t.numpy() for t in var.value.values]
+        out["kernels"] += 1
+        out["copies"].append([len(copies), len(weights)])
+        out["masks_differ"] += int(not np.array_equal(copies[0], copies[1]))
+        out["wrong_zero_count"] += int(round(0.5 * copies[0].size) != int((copies[0] == 0).sum()))
+        out["masked_nonzero"] += sum(int(np.sum(w[copies[0] == 0] != 0)) for w in weights)
+        out["replica_diff"] = max(out["replica_diff"],
+                                  float(np.max(np.abs(weights[0] - weights[1]))))
+    return out
+
+RESULTS["pruning"] = pruning_check()
+"""
+
+OPTIMIZER = """
+def optimizer_check():
+    from keras_bertopt import optimizers
+
+    texts = np.array(["the movie was good", "the plot was bad and dull", "great fun",
+                      "not good"] * 4)
+    labels = np.array([1, 0, 1, 0] * 4)
+
+    def run(scope_strategy):
+        with scope_strategy.scope():
+            model = kb.models.build_classifier(
+                kb.models.TinyConfig(dropout=0.0), 2, sequence_length=16, dropout=0.0)
+            start = {v.path: keras.ops.convert_to_numpy(v) for v in model.trainable_weights}
+            opt = optimizers.create_optimizer(1e-2, 10, warmup_steps=0, weight_decay=0.5,
+                                              layerwise_lr_decay=0.5, model=model)
+            model.compile(optimizer=opt,
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(texts, labels, batch_size=8, epochs=1, verbose=0, shuffle=False)
+        end = {v.path: keras.ops.convert_to_numpy(v) for v in model.trainable_weights}
+        return start, end
+
+    s0, s1 = run(tf.distribute.get_strategy())
+    m0, m1 = run(strategy)
+    return {"same_start": all(np.array_equal(s0[k], m0[k]) for k in s0),
+            "max_diff": max(float(np.max(np.abs(s1[k] - m1[k]))) for k in s1),
+            "moved": {k: float(np.max(np.abs(s1[k] - s0[k]))) for k in s0}}
+
+RESULTS["optimizer"] = optimizer_check()
 print("RESULT " + json.dumps(RESULTS))
 """
 
 
 @pytest.fixture(scope="module")
 def mirrored_results():
-    """The RESULT line of the one two-replica process: {"fit", "distiller", "qat"}."""
-    code = textwrap.dedent(PRELUDE) + FIT + textwrap.dedent(DISTILLER) + textwrap.dedent(QAT)
+    """The RESULT line of the one two-replica process: {"fit", "distiller", "qat",
+    "bucketed", "pruning", "optimizer"}."""
+    code = "".join(textwrap.dedent(part) for part in (PRELUDE, FIT, DISTILLER, QAT, BUCKETED,
+                                                      PRUNING, OPTIMIZER))
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("TF_CONFIG", None)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -237,3 +341,43 @@ def test_qat_fit_under_mirrored_strategy_keeps_replicas_identical(mirrored_resul
     assert result["differ"] == []  # ranges, step and weights agree on both replicas
     assert result["ranges"] > 0 and result["moved"] == result["ranges"]  # ranges were trained
     assert result["step"] == 96 // 16
+
+
+@pytest.mark.slow
+def test_bucketed_fit_under_mirrored_strategy_matches_one_device(mirrored_results):
+    """Global batch 16 split over 2 CPU replicas, dynamic padding, dropout 0.
+
+    Tolerance: weights within 1e-5 of the single-device run (float summation order).
+    """
+    result = mirrored_results["bucketed"]
+    assert len(result["report"]["distinct_lengths"]) >= 2  # more than one shape was trained
+    assert result["loss"][1] == pytest.approx(result["loss"][0], rel=1e-4)
+    assert result["diff"] < 1e-5, result["diff"]
+
+
+@pytest.mark.slow
+def test_magnitude_pruning_keeps_identical_masks_on_both_replicas(mirrored_results):
+    result = mirrored_results["pruning"]
+    assert result["step"] == 128 // 16
+    assert result["kernels"] == 12  # 6 kernels in each of the 2 transformer layers
+    assert result["copies"] == [[2, 2]] * 12  # one mask and one kernel per replica
+    assert result["masks_differ"] == 0
+    assert result["wrong_zero_count"] == 0  # each mask is half zeros (target 0.5)
+    assert result["masked_nonzero"] == 0  # every replica's kernel is zero where its mask is
+    assert result["replica_diff"] < 1e-6
+
+
+@pytest.mark.slow
+def test_layerwise_decay_optimizer_under_mirrored_strategy_matches_single_device(
+        mirrored_results):
+    """Weight-decay exclusion and per-variable rates inside tf.distribute's update: two
+    replicas vs one device, same seed and data, 2 steps: weights agree to float summation
+    order."""
+    result = mirrored_results["optimizer"]
+    assert result["same_start"]
+    assert result["max_diff"] < 1e-5, result["max_diff"]
+    # Every variable moved except the attention key biases, whose gradient is exactly zero
+    # (softmax does not change when the same number is added to every score of a row).
+    still = {k for k, d in result["moved"].items() if d < 1e-6}
+    assert still <= {k for k in result["moved"] if k.endswith("key/bias")}, sorted(still)
+    assert max(result["moved"].values()) > 1e-3

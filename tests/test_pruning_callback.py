@@ -330,59 +330,6 @@ def test_serialization_of_callback_and_constraint():
         MagnitudePruning(lambda step: (False, 0.0)).get_config()
 
 
-MIRRORED = textwrap.dedent(
-    """
-    import os
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras, numpy as np
-    from keras_bertopt.models import TinyConfig, build_classifier
-    from keras_bertopt.data import demo_dataset
-    from keras_bertopt.pruning import MagnitudePruning, PolynomialSparsity, get_state
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    with strategy.scope():
-        model = build_classifier(TinyConfig(), 2, sequence_length=32)
-        model.compile(optimizer=keras.optimizers.Adam(1e-2),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    pre = model.preprocessor
-    def prep(x, y):
-        x = pre(x)
-        x["padding_mask"] = tf.cast(x["padding_mask"], "int32")
-        return x, y
-    data = demo_dataset("train", batch_size=16, size=128).map(prep)
-    model.preprocessor = None
-    pruning = MagnitudePruning(PolynomialSparsity(0.0, 0.5, 1, 5, frequency=2),
-                               include=r"transformer_layer_\\d+/.*kernel$")
-    model.fit(data, epochs=1, callbacks=[pruning], verbose=0)
-    state = get_state(model)
-    assert int(state.step.numpy()) == 8
-    checked = 0
-    for mask, var in zip(state.masks, pruning.variables):
-        copies = [t.numpy() for t in mask.value.values]
-        weights = [t.numpy() for t in var.value.values]
-        assert len(copies) == 2 and len(weights) == 2, (len(copies), len(weights))
-        assert np.array_equal(copies[0], copies[1])
-        assert round(0.5 * copies[0].size) == int((copies[0] == 0).sum())
-        for w in weights:
-            assert np.all(w[copies[0] == 0] == 0)
-        np.testing.assert_allclose(weights[0], weights[1], atol=1e-6)
-        checked += 1
-    print("MIRRORED_OK", checked)
-    """
-)
-
-
-@pytest.mark.slow
-def test_mirrored_strategy_two_cpu_replicas_keep_identical_masks():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
-    proc = subprocess.run(
-        [sys.executable, "-c", MIRRORED], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "MIRRORED_OK 12" in proc.stdout
-
-
 TFMOT_SCHEDULE = textwrap.dedent(
     """
     import keras, numpy as np
