@@ -17,7 +17,8 @@ def _no_graph_rewrites():
     """TensorFlow's Grappler off in the test processes: it rewrites each traced function for
     speed before its first run (fusions, constant folding, layout), which costs seconds per
     function and buys nothing for a tiny model's few steps; results are the same ops' results.
-    The TFLite converter and the processes tests start keep their defaults."""
+    The TFLite converter keeps its defaults; processes tests start take the same setting from
+    tests/_processes.py where they train."""
     import tensorflow as tf
 
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})

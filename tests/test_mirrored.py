@@ -5,7 +5,7 @@ subprocess, started once for this file (`mirrored_results`), each check apart fr
 others in its own part of the script; the tests below read their part of its RESULT line.
 All parts share one `MirroredStrategy` over the two devices: two strategies over the same
 devices in one process draw the same collective instance keys, and their all-reduces clash.
-Grappler is off in it, as in the test processes (tests/conftest.py).
+Grappler is off in it, as in the test processes (tests/_processes.py).
 
 - ``fit``: tiny BERT + LR schedule + MagnitudePruning + every metrics callback on raw
   strings, mirrored against one device.
@@ -26,13 +26,13 @@ import sys
 import textwrap
 
 import pytest
+from _processes import GRAPPLER_OFF
 
 PRELUDE = """
 import json, time
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 import keras
 import numpy as np
 import keras_bertopt as kb
@@ -288,8 +288,8 @@ print("RESULT " + json.dumps(RESULTS))
 def mirrored_results():
     """The RESULT line of the one two-replica process: {"fit", "distiller", "qat",
     "bucketed", "pruning", "optimizer"}."""
-    code = "".join(textwrap.dedent(part) for part in (PRELUDE, FIT, DISTILLER, QAT, BUCKETED,
-                                                      PRUNING, OPTIMIZER))
+    parts = (PRELUDE, FIT, DISTILLER, QAT, BUCKETED, PRUNING, OPTIMIZER)
+    code = GRAPPLER_OFF + "".join(textwrap.dedent(part) for part in parts)
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("TF_CONFIG", None)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -8,6 +8,7 @@ import sys
 import tempfile
 
 import pytest
+from _processes import cli_command
 
 from keras_bertopt import files
 from keras_bertopt.recipe.lock import LOCK_NAME, RunLock, RunLockedError
@@ -135,8 +136,8 @@ def test_a_second_run_into_a_locked_folder_is_refused_before_any_work(tmp_path, 
 
 def _run(folder, log):
     return subprocess.Popen(
-        [sys.executable, "-m", "keras_bertopt.cli", "run", DEMO, "--output", str(folder),
-         *_sets(SMALL)], stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+        cli_command("run", DEMO, "--output", str(folder), *_sets(SMALL)),
+        stdout=open(log, "ab"), stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": REPO})
 
 
