@@ -1,9 +1,7 @@
-"""The recipe's `distill` stage and `distill: {teacher: finetune}` on prune and QAT."""
+"""The recipe's `distill` stage and `distill: {teacher: finetune}` on prune and QAT: bad
+configs. A run with both is tests/test_examples.py's reduced MiniLM recipe."""
 
-import json
-import os
 
-import keras
 import pytest
 
 from keras_bertopt import recipe
@@ -36,36 +34,3 @@ def test_bad_distillation_config_names_the_key(raw, message):
     with pytest.raises(ValueError) as info:
         recipe.load_config(raw)
     assert message in str(info.value), str(info.value)
-
-
-@pytest.mark.slow
-def test_recipe_distills_then_prunes_and_quantizes_with_the_teacher(tmp_path):
-    config = {
-        "model": {"sequence_length": 16,
-                  "tiny": {"num_layers": 2, "hidden_dim": 16, "intermediate_dim": 32}},
-        "data": {"batch_size": 16, "train_limit": 128, "eval_limit": 32},
-        "finetune": {"epochs": 1, "steps_per_epoch": 4},
-        "distill": {"enabled": True, "keep_layers": [1], "steps_per_epoch": 4, "alpha": 0.7},
-        "prune": {"steps_per_epoch": 4, "frequency": 1, "target_sparsity": 0.5,
-                  "distill": {"teacher": "finetune"}},
-        "qat": {"steps_per_epoch": 2, "distill": {"teacher": "finetune", "alpha": 0.9}},
-        "export": {"enabled": False},
-        "evaluate": {"splits": ["validation"]},
-    }
-    out = str(tmp_path / "run")
-    result = recipe.run(config, output_dir=out, fit_verbose=0)
-    assert result["completed"] == ["finetune", "distill", "prune", "qat", "evaluate"]
-    student = keras.saving.load_model(os.path.join(out, "distill", "model.keras"))
-    assert student.backbone.num_layers == 1  # saved as a plain classifier, not a Distiller
-    teacher = keras.saving.load_model(os.path.join(out, "finetune", "model.keras"))
-    assert teacher.backbone.num_layers == 2
-    pruned = keras.saving.load_model(os.path.join(out, "prune", "model.keras"))
-    assert pruned.backbone.num_layers == 1  # prune continued from the distilled student
-    rows = {r["stage"]: r for r in result["stages"]}
-    assert rows["prune"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
-    with open(os.path.join(out, "state.json")) as f:
-        stages = json.load(f)["stages"]
-    for stage in ("distill", "prune", "qat"):  # trained by a Distiller: KD terms logged
-        assert "distillation_loss" in stages[stage]["history"], stage
-    assert "distillation_loss" not in stages["finetune"]["history"]
-    assert stages["distill"]["student_layers"] == 1

@@ -6,9 +6,11 @@ component examples are run by their components' test files (listed below).
 
 import ast
 import glob
+import json
 import os
 import sys
 
+import keras
 import pytest
 import yaml
 
@@ -102,7 +104,9 @@ def _write_tsv(path, split, size):
 @pytest.mark.slow
 def test_full_recipe_minilm_example_reduced(tmp_path, capsys):
     """examples/full_recipe_minilm.py with its real config, reduced: tiny model, TSV files
-    the test writes (the built-in demo data), a few steps per stage."""
+    the test writes (the built-in demo data), a few steps per stage. The same run switches
+    on the `distill` stage and the fine-tuned teacher for prune and QAT
+    (`distill: {teacher: finetune}`), so one recipe run covers them too."""
     sys.path.insert(0, EXAMPLES)
     try:
         import full_recipe_minilm
@@ -115,7 +119,7 @@ def test_full_recipe_minilm_example_reduced(tmp_path, capsys):
         "--output", out, "--verbose", "0",
         "--set", "model.source=tiny",
         "--set", "model.sequence_length=16",
-        "--set", "model.tiny={num_layers: 1, hidden_dim: 16, intermediate_dim: 32}",
+        "--set", "model.tiny={num_layers: 2, hidden_dim: 16, intermediate_dim: 32}",
         "--set", f"data.train={train}",
         "--set", f"data.validation={dev}",
         "--set", "data.batch_size=16",
@@ -125,8 +129,11 @@ def test_full_recipe_minilm_example_reduced(tmp_path, capsys):
         "--set", "prune.frequency=1",
         "--set", "qat.steps_per_epoch=2",
         "--set", "export.quantization=[dynamic]",
+        "--set", "distill={enabled: true, keep_layers: [1], steps_per_epoch: 4, alpha: 0.7}",
+        "--set", "prune.distill={teacher: finetune}",
+        "--set", "qat.distill={teacher: finetune, alpha: 0.9}",
     ])
-    assert report["completed"] == ["finetune", "prune", "qat", "export", "evaluate"]
+    assert report["completed"] == ["finetune", "distill", "prune", "qat", "export", "evaluate"]
     names = [e["name"] for e in report["exports"]]
     assert names == ["finetune_float32", "prune_dynamic", "qat_int8"]
     assert report["size_baseline"] == "finetune_float32"
@@ -137,6 +144,22 @@ def test_full_recipe_minilm_example_reduced(tmp_path, capsys):
     assert report["config"]["data"]["train"] == train
     printed = capsys.readouterr().out
     assert "qat tflite int8" in printed and "report.md" in printed
+
+    # The distill stage: a 1-layer student of the 2-layer fine-tune, saved as a plain
+    # classifier; prune continued from it; prune and QAT trained by a Distiller (KD terms
+    # logged), the fine-tune not.
+    def layers(stage):
+        return keras.saving.load_model(os.path.join(out, stage, "model.keras")).backbone.num_layers
+
+    assert [layers(s) for s in ("finetune", "distill", "prune")] == [2, 1, 1]
+    rows = {r["stage"]: r for r in report["stages"]}
+    assert rows["prune"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    with open(os.path.join(out, "state.json")) as f:
+        stages = json.load(f)["stages"]
+    for stage in ("distill", "prune", "qat"):
+        assert "distillation_loss" in stages[stage]["history"], stage
+    assert "distillation_loss" not in stages["finetune"]["history"]
+    assert stages["distill"]["student_layers"] == 1
 
 
 # ----------------------------------------------------------------------------- benchmarks
