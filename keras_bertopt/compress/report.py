@@ -45,7 +45,7 @@ def render(state: dict[str, Any]) -> str:
     outcome = state.get("outcome") or {}
     lines = ["# Compress to target", "", f"Target: {state['target_text']}.", "",
              f"Float model accuracy on validation: {state['baseline_accuracy']:.4f}; "
-             f"reference: the float32 fixed-length file, "
+             f"reference: the float32 fixed-{state.get('reference_file_length', 'length')} file, "
              f"{state['reference_ms']:.4g} ms per sentence (median, batch 1, one thread).", ""]
     if outcome.get("met"):
         lines += [f"**Ship `{outcome['file']}`** ({outcome['name']}): "

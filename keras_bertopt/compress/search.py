@@ -9,12 +9,14 @@ candidate being recovered when the run died is recovered again):
 2. every candidate shape (`candidate_shapes`) is pruned, exported in the
    device's quantization at real lengths and timed, paired per sentence with
    the float32 fixed-length file (`keras_bertopt.compress.timing`);
-3. the candidates meeting the latency, fastest first (only those not both
-   slower and smaller than another), are tried in turn: pruned by Taylor
+3. the candidates meeting the latency (only those not both slower and smaller
+   than another: the front, fastest first) are tried: pruned by Taylor
    importance, recovered by distillation from the model's cached logits,
-   exported, timed again and evaluated as a file; the first within
-   `max_accuracy_drop` is shipped, else the search steps back to the next
-   larger one, at most `max_trials` recoveries;
+   exported, timed again and evaluated as a file. The fastest is tried first;
+   if it loses more than `max_accuracy_drop`, the search bisects the rest of
+   the front (a candidate that lost too much rules out the faster ones, one
+   that kept the accuracy the slower ones), at most `max_trials` recoveries.
+   The fastest file within both budgets is shipped;
 4. report.md names the file to ship, with every candidate's latency and accuracy;
    report.png plots them (the front).
 
@@ -115,10 +117,12 @@ def _accuracy(model: Any, texts: list[str], labels: list[int]) -> float:
 
 def _time_candidates(model: Any, target: Target, candidates: Sequence[Candidate],
                      output_dir: str, texts: list[str], calibration: list[str],
-                     rounds: int, sentences: int) -> tuple[list[dict], float]:
+                     how: tuple[int, int, int | None]) -> tuple[list[dict], float]:
+    rounds, sentences, reference_length = how
     folder = os.path.join(output_dir, "timing")
     os.makedirs(folder, exist_ok=True)
-    reference = timing.export_reference(model, os.path.join(output_dir, "reference.tflite"))
+    reference = timing.export_reference(model, os.path.join(output_dir, "reference.tflite"),
+                                        reference_length)
     files = {}
     for candidate in candidates:
         small = recover.prune_to(model, candidate)
@@ -153,6 +157,26 @@ def trial_order(rows: list[dict], hidden_dim: int, key_dim: int) -> list[dict]:
     return front
 
 
+def next_candidate(front: list[dict], trials: list[dict], max_accuracy_drop: float) -> dict | None:
+    """The next candidate of `front` (`trial_order`) to recover, None when the search is done.
+
+    The fastest first; then the middle of the candidates still open: a tried
+    candidate that lost more than `max_accuracy_drop` points rules out the faster
+    ones, one that kept the accuracy rules out the slower ones.
+    """
+    if not trials:
+        return front[0] if front else None
+    tried = {t["name"]: t for t in trials}
+    low, high = 0, len(front)
+    for i, row in enumerate(front):
+        if row["name"] in tried:
+            if tried[row["name"]]["accuracy_drop"] <= max_accuracy_drop:
+                high = min(high, i)
+            else:
+                low = max(low, i + 1)
+    return front[(low + high) // 2] if low < high else None
+
+
 def _try(model: Any, row: dict, target: Target, data: dict, output_dir: str,
          settings: recover.RecoverySettings, baseline: float) -> dict:
     from keras_bertopt.export import TFLiteClassifier
@@ -183,7 +207,7 @@ def _outcome(state: dict, order: list[dict], max_trials: int) -> dict:
     trials = state["trials"]
     shipped = [t for t in trials if t["meets"]]
     if shipped:
-        return {"met": True, **shipped[0]}
+        return {"met": True, **min(shipped, key=lambda t: (t["ratio"], t["median_ms"]))}
     latency_ok = [t for t in trials if any(r["name"] == t["name"] and r["meets_latency"]
                                            for r in state["candidates"])]
     best = max(latency_ok or trials, key=lambda t: t["accuracy"], default=None)
@@ -208,6 +232,7 @@ def compress_to_target(
     max_trials: int = 3,
     timing_sentences: int = 200,
     timing_rounds: int = 1,
+    reference_length: int | None = None,
 ) -> CompressResult:
     """Search candidate shapes for the fastest file meeting `target` (module docstring).
 
@@ -222,6 +247,9 @@ def compress_to_target(
         max_trials: most candidates recovered (the time budget, stated up front).
         timing_sentences: validation sentences timed.
         timing_rounds: passes over them.
+        reference_length: the fixed length of the float32 reference file the
+            latency ratio is counted against (e.g. 128, MediaPipe's usual
+            fixed-length file); None: the preprocessor's `sequence_length`.
 
     Returns:
         A `CompressResult` naming the file to ship.
@@ -237,6 +265,10 @@ def compress_to_target(
                         ("timing_rounds", timing_rounds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
+    if reference_length is not None and (isinstance(reference_length, bool) or not isinstance(
+            reference_length, int) or reference_length < 2):
+        raise ValueError(f"`reference_length` must be None or an integer >= 2, "
+                         f"got {reference_length!r}")
     settings = recovery or recover.RecoverySettings()
     layers, heads, width = model_shape(model)
     shapes = list(candidate_shapes(model) if candidates is None else candidates)
@@ -247,17 +279,19 @@ def compress_to_target(
                          f"({layers}, {heads}, {width}), got {bad[0] if bad else 'none'}")
     os.makedirs(output_dir, exist_ok=True)
     state = _load_state(output_dir, {"target": target.to_dict(),
-                                     "candidate_names": [c.name for c in shapes]})
+                                     "candidate_names": [c.name for c in shapes],
+                                     "reference_length": reference_length})
     state["target_text"] = target.describe()
     state["recovery_text"] = (f"{settings.epochs} epoch(s) of {len(train_texts)} sentences, "
                               f"logit distillation (T {settings.temperature}, alpha "
                               f"{settings.alpha}), at most {max_trials} candidate(s)")
     if "baseline_accuracy" not in state:
         state["baseline_accuracy"] = _accuracy(model, val_texts, val_labels)
+    state["reference_file_length"] = reference_length or int(model.preprocessor.sequence_length)
     if "candidates" not in state:
         state["candidates"], state["reference_ms"] = _time_candidates(
-            model, target, shapes, output_dir, val_texts, train_texts[:256], timing_rounds,
-            timing_sentences)
+            model, target, shapes, output_dir, val_texts, train_texts[:256],
+            (timing_rounds, timing_sentences, reference_length))
     _save(output_dir, state)
     return _search(model, target, state, output_dir, settings, max_trials, {
         "train_texts": train_texts, "train_labels": train_labels, "val_texts": val_texts,
@@ -271,11 +305,10 @@ def _search(model: Any, target: Target, state: dict, output_dir: str,
     part = encoder_parts(model)[0]
     order = trial_order(state["candidates"], int(part.output.kernel.shape[-1]), part.key_dim)
     logits_path = os.path.join(output_dir, "teacher_logits.npy")
-    for row in order[:max_trials]:
-        if any(t["meets"] for t in state["trials"]):
+    while len(state["trials"]) < max_trials:
+        row = next_candidate(order, state["trials"], target.max_accuracy_drop)
+        if row is None:
             break
-        if any(t["name"] == row["name"] for t in state["trials"]):
-            continue
         if "logits" not in data and settings.hidden_weight > 0:
             data["logits"] = None  # the teacher runs live for its hidden states and logits
         if "logits" not in data:

@@ -31,11 +31,16 @@ import numpy as np
 REFERENCE = "float32_fixed_length"
 
 
-def export_reference(model: Any, path: str) -> str:
-    """The float32 file at the preprocessor's fixed length (what ratios are relative to)."""
+def export_reference(model: Any, path: str, sequence_length: int | None = None) -> str:
+    """The float32 file at one fixed length (what ratios are relative to).
+
+    `sequence_length`: that length, e.g. 128 for the fixed-128 file MediaPipe's
+    text tasks ran before; None: the preprocessor's `sequence_length`.
+    """
     from keras_bertopt.export import to_tflite
 
-    to_tflite(model, path, "none", length_buckets=None, verify=False, latency_runs=0)
+    to_tflite(model, path, "none", length_buckets=None, sequence_length=sequence_length,
+              verify=False, latency_runs=0)
     return path
 
 
@@ -49,26 +54,30 @@ def export_candidate(model: Any, path: str, quantization: str,
     return path
 
 
-def paired_times(runners: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
+def paired_times(runners: Mapping[str, Any], arrays: Mapping[str, Mapping[str, np.ndarray]],
                  rounds: int) -> dict[str, np.ndarray]:
     """ms per (round, sentence) for each runner, every sentence through every runner.
 
-    `runners` are `TFLiteClassifier`s; `arrays` the preprocessed sentences (int32
-    token_ids / segment_ids / padding_mask rows). Runners go back to back per
-    sentence, the order rotated by one each sentence and reversed every other round.
+    `runners` are `TFLiteClassifier`s; `arrays[name]` the sentences preprocessed
+    for runner `name` (int32 token_ids / segment_ids / padding_mask rows, the
+    same sentences in the same order for every runner). Runners go back to back
+    per sentence, the order rotated by one each sentence and reversed every
+    other round.
     """
     keys = list(runners)
-    n = len(arrays["token_ids"])
-    rows = [{k: v[i:i + 1] for k, v in arrays.items()} for i in range(n)]
-    for runner in runners.values():  # warm every bucket plan up
-        for row in rows[:3]:
+    n = len(arrays[keys[0]]["token_ids"])
+    rows = {key: [{k: v[i:i + 1] for k, v in arrays[key].items()} for i in range(n)]
+            for key in keys}
+    for key, runner in runners.items():  # warm every bucket plan up
+        for row in rows[key][:3]:
             runner.predict_logits(row)
     times = {key: np.zeros((rounds, n)) for key in keys}
     for r in range(rounds):
         order = keys if r % 2 == 0 else keys[::-1]
-        for i, row in enumerate(rows):
+        for i in range(n):
             shift = i % len(keys)
             for key in order[shift:] + order[:shift]:
+                row = rows[key][i]
                 start = time.perf_counter()
                 runners[key].predict_logits(row)
                 times[key][r, i] = (time.perf_counter() - start) * 1000.0
@@ -88,9 +97,10 @@ def time_files(
 
     Args:
         files: name -> .tflite path.
-        reference: the float32 fixed-length file (`export_reference`).
+        reference: the float32 fixed-length file (`export_reference`), run at its
+            own length whatever the preprocessor's.
         preprocessor: the model's preprocessor (its `sequence_length` is the
-            reference file's fixed length).
+            longest input a real-length file gets).
         texts: validation sentences (the first `max_sentences` are used).
         rounds: passes over the sentences.
         max_sentences: most sentences timed.
@@ -102,7 +112,7 @@ def time_files(
     Raises:
         ValueError: no texts, `rounds` < 1, or a name equal to `REFERENCE`.
     """
-    from keras_bertopt.export import TFLiteClassifier, preprocess_texts
+    from keras_bertopt.export import preprocess_texts
 
     texts = list(texts)[:max_sentences]
     if not texts:
@@ -115,10 +125,29 @@ def time_files(
     missing = [p for p in paths.values() if not os.path.isfile(p)]
     if missing:
         raise ValueError(f"`files`: no file at {missing[0]!r}")
-    runners = {k: TFLiteClassifier(p, preprocessor, num_threads=1) for k, p in paths.items()}
-    times = paired_times(runners, preprocess_texts(preprocessor, texts), rounds)
+    runners = {k: _runner(p, preprocessor) for k, p in paths.items()}
+    arrays: dict[int, dict[str, np.ndarray]] = {}
+    for runner in runners.values():
+        if runner.sequence_length not in arrays:
+            arrays[runner.sequence_length] = preprocess_texts(runner.preprocessor, texts)
+    times = paired_times(runners, {k: arrays[r.sequence_length] for k, r in runners.items()},
+                         rounds)
     base = times[REFERENCE]
     return {key: {"median_ms": round(float(np.median(t)), 4),
                   "mean_ms": round(float(statistics.fmean(t.ravel())), 4),
                   "ratio": round(float(np.median(t / base)), 4)}
             for key, t in times.items()}
+
+
+def _runner(path: str, preprocessor: Any) -> Any:
+    """A one-thread `TFLiteClassifier` for `path`; a fixed-length file gets a copy of
+    `preprocessor` packing to the file's length."""
+    from keras_bertopt.export import TFLiteClassifier
+    from keras_bertopt.export.interpreter import Signatures, make_interpreter
+
+    signatures = Signatures.load(make_interpreter(path, 1), path)
+    length = signatures.lengths[0] if signatures.layout == "fixed" else None
+    if length is not None and length != getattr(preprocessor, "sequence_length", length):
+        preprocessor = type(preprocessor)(tokenizer=preprocessor.tokenizer,
+                                          sequence_length=length)
+    return TFLiteClassifier(path, preprocessor, num_threads=1)

@@ -42,7 +42,10 @@ class TargetConfig(StageSection):
     `dtype_policy` (``mixed_bfloat16``: the student trains with bfloat16 matmuls); at most
     `max_trials` candidates recovered.
     Candidate shapes: `layers` (default every count up to the model's),
-    `head_fractions`, `ffn_fractions`; `timing_sentences` held-out sentences timed.
+    `head_fractions`, `ffn_fractions`; `timing_sentences` held-out sentences timed;
+    `reference_length`: the fixed length of the float32 file the latency ratio is
+    counted against (null: `model.sequence_length`; 128: the fixed-128 file
+    MediaPipe's text tasks used to run).
     """
 
     enabled: bool = False
@@ -63,6 +66,7 @@ class TargetConfig(StageSection):
     head_fractions: list[float] = Field(default_factory=lambda: [1.0, 0.75, 0.5, 0.25])
     ffn_fractions: list[float] = Field(default_factory=lambda: [1.0, 0.5, 0.25])
     timing_sentences: int = Field(200, ge=1)
+    reference_length: Union[int, None] = Field(None, ge=2)
 
     @model_validator(mode="before")
     @classmethod
@@ -89,6 +93,22 @@ class TargetConfig(StageSection):
         """The ``{latency, max_accuracy_drop, device}`` mapping `parse_target` reads."""
         return {"latency": self.latency, "max_accuracy_drop": self.max_accuracy_drop,
                 "device": self.device}
+
+    def search_arguments(self, model: Any, batch_size: int, seed: int) -> dict[str, Any]:
+        """The keyword arguments of `compress_to_target` this section sets."""
+        from keras_bertopt import compress
+
+        settings = compress.RecoverySettings(
+            epochs=self.epochs, batch_size=batch_size, learning_rate=self.learning_rate,
+            temperature=self.temperature, alpha=self.alpha, seed=seed,
+            freeze_embeddings=self.freeze_embeddings,
+            steps_per_execution=self.steps_per_execution, dropout=self.dropout,
+            hidden_weight=self.hidden_weight, dtype_policy=self.dtype_policy)
+        shapes = compress.candidate_shapes(model, self.layers, self.head_fractions,
+                                           self.ffn_fractions)
+        return {"candidates": shapes, "recovery": settings, "max_trials": self.max_trials,
+                "timing_sentences": self.timing_sentences,
+                "reference_length": self.reference_length}
 
 
 SECTION = TargetConfig
@@ -119,15 +139,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     validation = data.eval_examples(held_out) if held_out else train
     if not isinstance(train[0], list):
         raise ValueError("target: single-sentence data only (sentence pairs are not supported)")
-    shapes = compress.candidate_shapes(model, t.layers, t.head_fractions, t.ffn_fractions)
-    settings = compress.RecoverySettings(
-        epochs=t.epochs, batch_size=data.batch_size, learning_rate=t.learning_rate,
-        temperature=t.temperature, alpha=t.alpha, seed=ctx.seed,
-        freeze_embeddings=t.freeze_embeddings, steps_per_execution=t.steps_per_execution,
-        dropout=t.dropout, hidden_weight=t.hidden_weight, dtype_policy=t.dtype_policy)
     result = compress.compress_to_target(
-        model, t.goal(), train, validation, ctx.paths("target"), candidates=shapes,
-        recovery=settings, max_trials=t.max_trials, timing_sentences=t.timing_sentences)
+        model, t.goal(), train, validation, ctx.paths("target"),
+        **t.search_arguments(model, data.batch_size, ctx.seed))
     return {"file": ctx.paths.relative(result.file), "candidate": result.name,
             "accuracy": result.accuracy, "baseline_accuracy": result.baseline_accuracy,
             "accuracy_drop_pt": result.accuracy_drop, "latency_ratio": result.ratio,
