@@ -22,6 +22,7 @@ from keras_bertopt.compress.search import (
     CompressResult,
     TargetNotMet,
     compress_to_target,
+    next_candidate,
     trial_order,
 )
 from keras_bertopt.compress.target import DEVICES, Target, parse_target
@@ -39,6 +40,7 @@ __all__ = [
     "export_candidate",
     "export_reference",
     "model_shape",
+    "next_candidate",
     "parse_target",
     "recover_candidate",
     "teacher_logits",
