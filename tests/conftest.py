@@ -13,47 +13,35 @@ import json  # noqa: E402
 
 import pytest  # noqa: E402
 
-#: Test files whose tests are independent of each other and each heavy: every test is its
-#: own work unit for `-n` (see `pytest_collection_modifyitems`).
-SPLIT_FILES = ("test_docs.py",)
 #: Seconds each test took in a full run, written by pytest-split's ``--store-durations``
 #: (the command is in pyproject.toml); only the order work is handed out in depends on it.
 DURATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "durations.json")
 
 
-def _work_unit(item: pytest.Item) -> str:
-    if item.path.name in SPLIT_FILES:
-        return item.nodeid
-    return item.nodeid.split("::")[0]
-
-
 def _recorded_seconds() -> dict[str, float]:
-    """Test id -> seconds from the durations file (xdist's ``@group`` suffix dropped)."""
+    """Test id -> seconds from the durations file (none when it is missing)."""
     try:
         with open(DURATIONS, encoding="utf-8") as f:
-            recorded = json.load(f)
+            return json.load(f)
     except FileNotFoundError:
         return {}
-    return {nodeid.split("@tests/", 1)[0]: seconds for nodeid, seconds in recorded.items()}
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """How `-n N` (pyproject's ``--dist loadgroup``) shares the tests among its workers.
+    """The order `-n N` hands test files to its workers (pyproject's ``--dist loadfile
+    --no-loadscope-reorder``: a file runs whole on one worker, in collection order).
 
-    A test file is one work unit, run whole on one worker, so its module-scoped fixtures
-    are built once; each page of test_docs.py (independent, and together the largest file)
-    is a unit of its own. Units are handed out longest first, by the seconds their tests
-    took in the recorded run (a test not recorded counts 1 s), so the long ones start early
-    instead of running alone at the end while the other workers idle.
+    Files are sorted longest first, by the seconds their tests took in the recorded run (a
+    test not recorded counts 1 s), so the long ones start early instead of running alone at
+    the end while the other workers idle. A file's tests keep their order.
     """
     seconds = _recorded_seconds()
     weight: dict[str, float] = {}
     for item in items:
-        unit = _work_unit(item)
+        unit = item.nodeid.split("::")[0]
         weight[unit] = weight.get(unit, 0.0) + seconds.get(item.nodeid, 1.0)
-        item.add_marker(pytest.mark.xdist_group(unit))
-    items.sort(key=lambda item: -weight[_work_unit(item)])
+    items.sort(key=lambda item: -weight[item.nodeid.split("::")[0]])
 
 
 @pytest.fixture(scope="session", autouse=True)
