@@ -15,7 +15,8 @@ example's (1 fine-tune epoch, `target.epochs` recovery epochs per candidate, at 
 hours are then the span of the folder's file times (first file written to last).
 `--finetuned RUN` runs only the `target` stage, exactly as the recipe would with the example's
 settings, on the fine-tuned model of an earlier run of the example (RUN/finetune/model.keras)
-into --output/target; the JSON then gives RUN's fine-tune time and this stage's time.
+into --output/target; the JSON then gives RUN's fine-tune time and this stage's time (with
+`--collect` as well: the span of --output/target's file times, resumed invocations included).
 Writes benchmarks/results/target_minilm.json and prints its path.
 """
 
@@ -100,7 +101,14 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--finetuned", default=None, metavar="RUN",
                         help="run only the target stage on RUN/finetune/model.keras")
     args = parser.parse_args(argv)
-    if args.finetuned:
+    if args.finetuned and args.collect:
+        result = collect(args.output, args.finetuned)
+        result["target_stage_hours"] = _file_span_hours(os.path.join(args.output, "target"))
+        result["hours"] = round(result["target_stage_hours"]
+                                + result["finetune_seconds"] / 3600, 3)
+        result["hours_from"] = ("RUN's fine-tune seconds plus the span of --output/target's file "
+                                "times (every invocation of the stage, and the gaps between)")
+    elif args.finetuned:
         start = time.time()
         status = target_only(args.finetuned, args.output)
         result = collect(args.output, args.finetuned)
