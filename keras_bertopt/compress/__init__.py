@@ -6,7 +6,8 @@
 * `time_files(...)`: exported files timed paired against the float32 fixed-length file.
 * `compress_to_target(model, target, train, validation, output_dir)`: the search,
   resumable, writing report.md and report.png and naming the file to ship (`CompressResult`), or
-  raising `TargetNotMet` with the best file found.
+  raising `TargetNotMet` with the best file found; `next_candidate` is its choice of the next
+  shape to recover (the fastest, then bisection).
 
 ```python
 from keras_bertopt.compress import compress_to_target

@@ -4,8 +4,8 @@ Runs `keras_bertopt.compress.compress_to_target` on the last float model (the
 fine-tuned one): candidate shapes are exported and timed against the float32
 fixed-length file on the held-out sentences, the fastest meeting
 ``target.latency`` is pruned by importance and recovered by distillation on the
-training split, and the search steps back to larger candidates while the
-accuracy drop exceeds ``target.max_accuracy_drop``. Writes ``target/`` (the
+training split; when its accuracy drop exceeds ``target.max_accuracy_drop``
+the search bisects the larger candidates (`compress.next_candidate`). Writes ``target/`` (the
 files, ``state.json`` of the search, ``report.md`` naming the file to ship); a
 killed run resumes the search. No candidate meeting the target fails the stage
 (non-zero exit) naming the best file found, which stays in ``target/``.
