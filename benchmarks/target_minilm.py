@@ -15,9 +15,11 @@ example's (1 fine-tune epoch, `target.epochs` recovery epochs per candidate, at 
 hours are then the span of the folder's file times (first file written to last).
 `--finetuned RUN` runs only the `target` stage, exactly as the recipe would with the example's
 settings, on the fine-tuned model of an earlier run of the example (RUN/finetune/model.keras)
-into --output/target; the JSON then gives RUN's fine-tune time and this stage's time (with
-`--collect` as well: the span of --output/target's file times, resumed invocations included).
-Writes benchmarks/results/target_minilm.json and prints its path.
+into --output/target (`--set KEY=VALUE` changes one of the example's keys, as the CLI's
+`--set` does: e.g. one candidate shape at more recovery epochs); the JSON then gives RUN's
+fine-tune time and this stage's time (with `--collect` as well: the span of --output/target's
+file times, resumed invocations included).
+Writes benchmarks/results/target_minilm.json (or `--result NAME`'s) and prints its path.
 """
 
 from __future__ import annotations
@@ -49,16 +51,16 @@ def _file_span_hours(folder: str) -> float:
     return round((max(times) - min(times)) / 3600, 3)
 
 
-def target_only(finetuned: str, output: str) -> int:
+def target_only(finetuned: str, output: str, overrides: list[str]) -> int:
     """The example's `target` stage on RUN's fine-tuned model; 0 when the target is met."""
     import keras
 
-    from keras_bertopt import compress
+    from keras_bertopt import compress, recipe
     from keras_bertopt.recipe.datasets import RecipeData
     from keras_bertopt.recipe.loader import load_config
     from keras_bertopt.recipe.registry import seed_of
 
-    config = load_config(CONFIG)
+    config = load_config(CONFIG, recipe.parse_overrides(overrides))
     keras.utils.set_random_seed(config.seed + seed_of("target"))  # as the runner seeds a stage
     model = keras.saving.load_model(os.path.join(finetuned, "finetune", "model.keras"))
     data = RecipeData(config.data, config.model.num_classes, config.seed)
@@ -100,6 +102,11 @@ def main(argv: list[str] | None = None) -> str:
                         help="write the JSON from a finished --output folder; run nothing")
     parser.add_argument("--finetuned", default=None, metavar="RUN",
                         help="run only the target stage on RUN/finetune/model.keras")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --finetuned: override an example key, as `keras-bertopt run "
+                             "--set` does (e.g. --set target.epochs=4)")
+    parser.add_argument("--result", default="target_minilm", metavar="NAME",
+                        help="write benchmarks/results/NAME.json (default target_minilm)")
     args = parser.parse_args(argv)
     if args.finetuned and args.collect:
         result = collect(args.output, args.finetuned)
@@ -110,7 +117,7 @@ def main(argv: list[str] | None = None) -> str:
                                 "times (every invocation of the stage, and the gaps between)")
     elif args.finetuned:
         start = time.time()
-        status = target_only(args.finetuned, args.output)
+        status = target_only(args.finetuned, args.output, args.set)
         result = collect(args.output, args.finetuned)
         result["exit_status"] = status
         result["target_stage_hours"] = round((time.time() - start) / 3600, 3)
@@ -131,7 +138,8 @@ def main(argv: list[str] | None = None) -> str:
         result["hours"] = round((time.time() - start) / 3600, 3)
         result["hours_from"] = "this invocation (a resumed run counts only its own part)"
     result["output_dir"] = args.output
-    return common.write_result("target_minilm", result)
+    result["overrides"] = args.set
+    return common.write_result(args.result, result)
 
 
 if __name__ == "__main__":
