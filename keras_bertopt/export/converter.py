@@ -157,7 +157,9 @@ def write_saved_model(model: Any, folder: str, signatures: list[tuple[str, int |
     import tensorflow as tf
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    # No `archive.track(model)`: the endpoints take token ids, so the only resources they use
+    # are variables, which `add_endpoint` tracks; tracking the model as well makes
+    # `write_out` walk every layer looking for lookup tables (seconds per file).
     fake_quant_ops = 0
     for key, length in signatures:
         spec = [tf.TensorSpec([batch_size, length], tf.int32, name=n) for n in INPUT_NAMES]
