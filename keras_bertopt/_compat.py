@@ -296,6 +296,28 @@ def build_before_tracing(enabled: bool = True) -> None:
     cls._maybe_symbolic_build = maybe_symbolic_build
 
 
+@contextlib.contextmanager
+def traced_once() -> Iterator[None]:
+    """`build_before_tracing` on inside the block (TensorFlow backend), then as it was before.
+
+    The recipe runs its stages inside this, so each stage's first training and evaluation
+    step traces once; a user's own `fit` calls after the run keep whatever they had.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    from keras.src.backend.tensorflow import trainer
+
+    was_on = hasattr(trainer.TensorFlowTrainer._maybe_symbolic_build, "_kbo_deferred")
+    build_before_tracing()
+    try:
+        yield
+    finally:
+        build_before_tracing(was_on)
+
+
 def _input_spec(epoch_iterator: Any) -> Any:
     """The `tf.TensorSpec` structure of the batches `epoch_iterator` will yield, or None."""
     import tensorflow as tf

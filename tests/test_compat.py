@@ -162,3 +162,23 @@ def test_build_before_tracing_traces_once_and_trains_to_kerass_own_weights():
     for got, want in zip(built_weights, deferred_weights, strict=True):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(built_eval, deferred_eval)
+
+
+def test_traced_once_turns_the_build_on_inside_and_restores_what_was_there():
+    from keras.src.backend.tensorflow import trainer
+
+    def on():
+        return hasattr(trainer.TensorFlowTrainer._maybe_symbolic_build, "_kbo_deferred")
+
+    try:
+        for before in (False, True):
+            _compat.build_before_tracing(enabled=before)
+            with _compat.traced_once():
+                assert on()
+            assert on() is before
+        with pytest.raises(RuntimeError), _compat.traced_once():
+            _compat.build_before_tracing(enabled=False)
+            raise RuntimeError("a failing stage")
+        assert on()  # restored to the setting before the block, even after an error
+    finally:
+        _compat.build_before_tracing()                      # the suite's setting

@@ -419,9 +419,11 @@ def test_recipe_trains_on_length_bucketed_batches_by_default(tmp_path):
 
 
 @pytest.mark.slow
-def test_unset_sequence_length_is_measured_on_the_training_data(tmp_path, package_log):
+def test_unset_sequence_length_is_measured_and_the_stage_step_is_built_before_tracing(
+        tmp_path, package_log, monkeypatch):
     import keras
 
+    from keras_bertopt import _compat
     from keras_bertopt.data import demo_examples, length_report
     from keras_bertopt.models import TinyConfig, build_classifier
 
@@ -429,7 +431,19 @@ def test_unset_sequence_length_is_measured_on_the_training_data(tmp_path, packag
                   finetune=dict(MICRO["finetune"], steps_per_epoch=2),
                   prune={"enabled": False}, evaluate={"enabled": False})
     out = str(tmp_path / "run")
-    recipe.run(config, output_dir=out, fit_verbose=0)
+    # With Keras's own deferred build before the run, the fine-tune's fit still builds its
+    # variables from the dataset's spec first (what `_compat.traced_once` turns on).
+    specs = []
+    read_spec = _compat._input_spec
+    monkeypatch.setattr(_compat, "_input_spec", lambda it: specs.append(1) or read_spec(it))
+    _compat.build_before_tracing(enabled=False)
+    try:
+        recipe.run(config, output_dir=out, fit_verbose=0)
+        from keras.src.backend.tensorflow import trainer
+        assert not hasattr(trainer.TensorFlowTrainer._maybe_symbolic_build, "_kbo_deferred")
+    finally:
+        _compat.build_before_tracing()                      # the suite's setting
+    assert specs
     lines = package_log.messages
     state = json.loads(open(os.path.join(out, "state.json")).read())
     # What length_report suggests for the same 128 demo training sentences.

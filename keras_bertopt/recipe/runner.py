@@ -131,11 +131,15 @@ class Run:
 
         The run folder is locked for the whole run (`RunLock`: a second run into it
         is refused). Once the folder is known to hold this run, the temporaries a
-        killed run left are removed and scratch files go to ``<root>/.tmp``.
+        killed run left are removed and scratch files go to ``<root>/.tmp``. On
+        TensorFlow each stage's first step is traced once, not twice
+        (`_compat.traced_once`: the training variables are built before the trace).
         """
+        from keras_bertopt._compat import traced_once
+
         with RunLock(self.paths.root):
             self.state = open_run(self.paths.root, self.config)  # refuses a foreign folder
-            with files.temporaries_inside(self.paths.root):
+            with files.temporaries_inside(self.paths.root), traced_once():
                 removed = files.remove_temporaries(self.paths.root)
                 if removed:
                     log.info(f"removed {len(removed)} unfinished file(s) a stopped run left")
