@@ -146,6 +146,7 @@ def _train_counting_traces(steps_traced):
     return model.get_weights(), model.evaluate(demo_dataset("validation"), verbose=0)
 
 
+@pytest.mark.slow
 def test_build_before_tracing_traces_once_and_trains_to_kerass_own_weights():
     deferred_traces, built_traces = [], []
     try:

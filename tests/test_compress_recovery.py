@@ -163,6 +163,7 @@ def _accuracy(model, texts, labels):
     return float(np.mean(np.argmax(model.predict(texts, verbose=0), -1) == np.asarray(labels)))
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_recovery_trains_in_bfloat16_and_returns_a_float32_model(
         tiny_classifier):
     import keras

@@ -146,6 +146,7 @@ def test_report_png_plots_every_candidate_and_the_recovered_front(tmp_path):
 # ---------------------------------------------------------------------------- timing
 
 
+@pytest.mark.slow
 def test_time_files_pairs_against_the_reference(tiny_classifier, tmp_path):
     from keras_bertopt.compress import export_candidate, export_reference, time_files
     from keras_bertopt.data import demo_examples

@@ -70,6 +70,7 @@ def test_float_export_matches_keras(float_file):
     assert "label agreement 100.0%" in str(report)
 
 
+@pytest.mark.slow
 def test_classifier_predicts_like_keras(trained, float_file):
     from keras_bertopt.data import demo_dataset
     from keras_bertopt.export import TFLiteClassifier, evaluate

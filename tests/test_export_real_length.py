@@ -54,6 +54,7 @@ def files(trained, tmp_path_factory):
     return {name: (str(folder / f"{name}.tflite"), r) for name, r in reports.items()}
 
 
+@pytest.mark.slow
 def test_dynamic_file_runs_each_sentence_at_its_own_length(trained, files):
     from keras_bertopt.export import TFLiteClassifier
 

@@ -87,6 +87,7 @@ def test_atomic_outputs_get_the_mode_open_gives_under_the_umask(
     assert mode("saved") == dir_mode
 
 
+@pytest.mark.slow
 def test_quickstart_example_learns_the_demo_data():
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
     try:

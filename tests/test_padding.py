@@ -31,6 +31,7 @@ def test_concatenate_padded_pads_on_the_right():
         concatenate_padded([])
 
 
+@pytest.mark.slow
 def test_dynamic_padding_keeps_predict_export_and_tflite_classifier_working(tmp_path):
     from keras_bertopt.data import dynamic_padding
     from keras_bertopt.export import TFLiteClassifier, to_tflite

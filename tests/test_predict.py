@@ -47,6 +47,7 @@ def _reference(model, tflite, texts):
     return TFLiteClassifier(tflite, model.preprocessor, cache_size=0).predict(texts)
 
 
+@pytest.mark.slow
 def test_metadata_preprocessor_tokenizes_like_the_model(shipped):
     from keras_bertopt.export import preprocess_texts
     from keras_bertopt.export.metadata import metadata_labels, metadata_preprocessor
@@ -60,6 +61,7 @@ def test_metadata_preprocessor_tokenizes_like_the_model(shipped):
         np.testing.assert_array_equal(ours[key], theirs[key])
 
 
+@pytest.mark.slow
 def test_predict_command_txt_equals_tflite_classifier_and_keras(shipped, tmp_path, capsys):
     model, _, tflite, texts, _ = shipped
     source = tmp_path / "texts.txt"
