@@ -61,8 +61,8 @@ def _trace_once():
     """Each model's first `fit` / `evaluate` step traced once, not twice: Keras builds the
     optimizer and metric variables before tracing, as it does under a tf.distribute strategy
     (`_compat.build_before_tracing`; test_compat checks that training gives the same weights
-    either way). Subprocess tests (the CLI, kill-resume, MirroredStrategy) keep Keras's own
-    deferred build."""
+    either way). The recipe turns the same on for its own run (`_compat.traced_once`), so the
+    CLI processes tests start get it too; the MirroredStrategy process keeps Keras's own."""
     from keras_bertopt._compat import build_before_tracing
 
     build_before_tracing()
