@@ -296,6 +296,13 @@ def build_before_tracing(enabled: bool = True) -> None:
     cls._maybe_symbolic_build = maybe_symbolic_build
 
 
+def builds_before_tracing() -> bool:
+    """Whether `build_before_tracing` is on (TensorFlow's trainer patched by it)."""
+    from keras.src.backend.tensorflow import trainer
+
+    return hasattr(trainer.TensorFlowTrainer._maybe_symbolic_build, "_kbo_deferred")
+
+
 @contextlib.contextmanager
 def traced_once() -> Iterator[None]:
     """`build_before_tracing` on inside the block (TensorFlow backend), then as it was before.
@@ -308,9 +315,7 @@ def traced_once() -> Iterator[None]:
     if keras.backend.backend() != "tensorflow":
         yield
         return
-    from keras.src.backend.tensorflow import trainer
-
-    was_on = hasattr(trainer.TensorFlowTrainer._maybe_symbolic_build, "_kbo_deferred")
+    was_on = builds_before_tracing()
     build_before_tracing()
     try:
         yield

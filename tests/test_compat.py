@@ -166,11 +166,7 @@ def test_build_before_tracing_traces_once_and_trains_to_kerass_own_weights():
 
 
 def test_traced_once_turns_the_build_on_inside_and_restores_what_was_there():
-    from keras.src.backend.tensorflow import trainer
-
-    def on():
-        return hasattr(trainer.TensorFlowTrainer._maybe_symbolic_build, "_kbo_deferred")
-
+    on = _compat.builds_before_tracing
     try:
         for before in (False, True):
             _compat.build_before_tracing(enabled=before)
