@@ -103,11 +103,13 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--finetuned", default=None, metavar="RUN",
                         help="run only the target stage on RUN/finetune/model.keras")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="with --finetuned: override an example key, as `keras-bertopt run "
-                             "--set` does (e.g. --set target.epochs=4)")
+                        help="override an example key, as `keras-bertopt run --set` does "
+                             "(e.g. --set target.epochs=4); not with --collect")
     parser.add_argument("--result", default="target_minilm", metavar="NAME",
                         help="write benchmarks/results/NAME.json (default target_minilm)")
     args = parser.parse_args(argv)
+    if args.set and args.collect:
+        parser.error("--set: --collect runs nothing, so there is no key to override")
     if args.finetuned and args.collect:
         result = collect(args.output, args.finetuned)
         result["target_stage_hours"] = _file_span_hours(os.path.join(args.output, "target"))
@@ -132,7 +134,8 @@ def main(argv: list[str] | None = None) -> str:
         from keras_bertopt import cli
 
         start = time.time()
-        status = cli.main(["run", CONFIG, "--output", args.output])
+        sets = [arg for item in args.set for arg in ("--set", item)]
+        status = cli.main(["run", CONFIG, "--output", args.output, *sets])
         result = collect(args.output)
         result["exit_status"] = status
         result["hours"] = round((time.time() - start) / 3600, 3)
