@@ -4,10 +4,6 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# oneDNN's rewrites of TensorFlow's CPU kernels pay off on large matmuls; the tiny test models'
-# many small ops run faster on TensorFlow's own kernels. Numerics differ only by float rounding
-# order. Subprocesses inherit it.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from _offline import OFFLINE_ENV, block_outbound  # noqa: E402
 
