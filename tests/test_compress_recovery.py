@@ -26,11 +26,22 @@ def _recover(model, cached=True, **settings):
     return recover_candidate(model, Candidate(1, 2, 32), texts, labels, logits, options)
 
 
+@pytest.fixture(scope="module")
+def plain():
+    """The tiny classifier's recovery with every option at its default (float32, embeddings
+    trained, one step per call, the model's dropout, logits only), made once for this file:
+    the tests below compare an option's recovery against it."""
+    from keras_bertopt.models import TinyConfig, build_classifier
+
+    return _recover(build_classifier(TinyConfig(), num_classes=2, sequence_length=32))
+
+
 @pytest.mark.parametrize("freeze", [True, False])
-def test_freeze_embeddings_keeps_the_tables_bit_identical(tiny_classifier, freeze):
+def test_freeze_embeddings_keeps_the_tables_bit_identical(tiny_classifier, plain, freeze):
     before = {name: _weights(tiny_classifier, name) for name in TABLES + TRAINED}
     head = np.array(tiny_classifier.output_dense.kernel)
-    student = _recover(tiny_classifier, freeze_embeddings=freeze)
+    # freeze_embeddings=False is the default: the plain recovery.
+    student = _recover(tiny_classifier, freeze_embeddings=True) if freeze else plain
     for name in TABLES:
         after = _weights(student, name)
         same = all(np.array_equal(a, b) for a, b in zip(before[name], after, strict=True))
@@ -43,9 +54,9 @@ def test_freeze_embeddings_keeps_the_tables_bit_identical(tiny_classifier, freez
     assert not np.allclose(head, np.array(student.output_dense.kernel))
 
 
-def test_steps_per_execution_reaches_compile_and_trains_the_same(tiny_classifier, monkeypatch):
+def test_steps_per_execution_reaches_compile_and_trains_the_same(tiny_classifier, plain,
+                                                                 monkeypatch):
     from keras_bertopt.distillation import Distiller
-    from keras_bertopt.models import TinyConfig, build_classifier
 
     seen = []
     real_compile = Distiller.compile
@@ -55,13 +66,11 @@ def test_steps_per_execution_reaches_compile_and_trains_the_same(tiny_classifier
         return real_compile(self, *args, **kwargs)
 
     monkeypatch.setattr(Distiller, "compile", compile_spy)
-    again = build_classifier(TinyConfig(), num_classes=2, sequence_length=32)
-    again.set_weights(tiny_classifier.get_weights())
-    one = _recover(tiny_classifier, steps_per_execution=1)
-    four = _recover(again, steps_per_execution=4)
-    assert seen == [1, 4]
-    # Same seed, same batches, same steps: 4 steps per call end where 1 per call ends.
-    for a, b in zip(one.get_weights(), four.get_weights(), strict=True):
+    four = _recover(tiny_classifier, steps_per_execution=4)
+    assert seen == [4]
+    # Same seed, same batches, same steps: 4 steps per call end where the plain recovery's
+    # one step per call ends.
+    for a, b in zip(plain.get_weights(), four.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -138,11 +147,10 @@ def _hidden_gap(teacher, student, texts):
 
 
 @pytest.mark.slow
-def test_hidden_weight_pulls_the_students_hidden_states_to_the_teachers(tiny_classifier):
+def test_hidden_weight_pulls_the_students_hidden_states_to_the_teachers(tiny_classifier, plain):
     from keras_bertopt.data import demo_examples
 
     texts = demo_examples("validation", 64)[0]
-    plain = _recover(tiny_classifier)
     hidden = _recover(tiny_classifier, cached=False, hidden_weight=10.0)  # teacher live
     # One student layer learns from the teacher's last one: the gap, computed here from
     # the two backbones, shrinks only when the hidden-state loss is on.
@@ -165,16 +173,12 @@ def _accuracy(model, texts, labels):
 
 @pytest.mark.slow
 def test_mixed_bfloat16_recovery_trains_in_bfloat16_and_returns_a_float32_model(
-        tiny_classifier):
+        tiny_classifier, plain):
     import keras
 
     from keras_bertopt.data import demo_examples
-    from keras_bertopt.models import TinyConfig, build_classifier
 
-    again = build_classifier(TinyConfig(), num_classes=2, sequence_length=32)
-    again.set_weights(tiny_classifier.get_weights())
-    plain = _recover(tiny_classifier)
-    bf16 = _recover(again, dtype_policy="mixed_bfloat16")
+    bf16 = _recover(tiny_classifier, dtype_policy="mixed_bfloat16")
     # Returned in float32, like any recovered student (the file to export).
     assert bf16.backbone.dtype_policy.name == "float32"
     assert bf16.predict(["a fine film"], verbose=0).dtype == np.float32
