@@ -5,7 +5,8 @@ subprocess, started once for this file (`mirrored_results`), each check apart fr
 others in its own part of the script; the tests below read their part of its RESULT line.
 All parts share one `MirroredStrategy` over the two devices: two strategies over the same
 devices in one process draw the same collective instance keys, and their all-reduces clash.
-Grappler is off in it, as in the test processes (tests/_processes.py).
+Grappler is off in it, and the one-device runs trace once, as in the test processes
+(tests/_processes.py, tests/conftest.py).
 
 - ``fit``: tiny BERT + LR schedule + MagnitudePruning + every metrics callback on raw
   strings, mirrored against one device.
@@ -36,6 +37,10 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras
 import numpy as np
 import keras_bertopt as kb
+# The one-device runs trace their first step once, as in the test processes (conftest.py);
+# under the strategy Keras builds before tracing by itself.
+from keras_bertopt._compat import build_before_tracing
+build_before_tracing()
 RESULTS = {}
 """
 
