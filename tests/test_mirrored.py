@@ -5,8 +5,8 @@ subprocess, started once for this file (`mirrored_results`), each check apart fr
 others in its own part of the script; the tests below read their part of its RESULT line.
 All parts share one `MirroredStrategy` over the two devices: two strategies over the same
 devices in one process draw the same collective instance keys, and their all-reduces clash.
-Grappler is off in it, and the one-device runs trace once, as in the test processes
-(tests/_processes.py, tests/conftest.py).
+Grappler is off in it, and the one-device runs trace their first step once, as in the
+test processes (tests/_processes.py; under the strategy Keras builds before tracing itself).
 
 - ``fit``: tiny BERT + LR schedule + MagnitudePruning + every metrics callback on raw
   strings, mirrored against one device.
@@ -27,7 +27,7 @@ import sys
 import textwrap
 
 import pytest
-from _processes import GRAPPLER_OFF
+from _processes import TEST_PROCESS_SETTINGS
 
 PRELUDE = """
 import json, time
@@ -37,10 +37,6 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras
 import numpy as np
 import keras_bertopt as kb
-# The one-device runs trace their first step once, as in the test processes (conftest.py);
-# under the strategy Keras builds before tracing by itself.
-from keras_bertopt._compat import build_before_tracing
-build_before_tracing()
 RESULTS = {}
 """
 
@@ -294,7 +290,7 @@ def mirrored_results():
     """The RESULT line of the one two-replica process: {"fit", "distiller", "qat",
     "bucketed", "pruning", "optimizer"}."""
     parts = (PRELUDE, FIT, DISTILLER, QAT, BUCKETED, PRUNING, OPTIMIZER)
-    code = GRAPPLER_OFF + "".join(textwrap.dedent(part) for part in parts)
+    code = TEST_PROCESS_SETTINGS + "".join(textwrap.dedent(part) for part in parts)
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("TF_CONFIG", None)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 from _models import compile_classifier
+from _processes import TEST_PROCESS_SETTINGS
 
 from keras_bertopt.data import demo_dataset
 from keras_bertopt.pruning import (
@@ -288,7 +289,7 @@ def test_backup_and_restore_resumes_with_same_masks(tmp_path):
     # dropout's random state, not part of the checkpoint) do not promise otherwise.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
     proc = subprocess.run(
-        [sys.executable, "-c", BACKUP, str(tmp_path / "backup")],
+        [sys.executable, "-c", TEST_PROCESS_SETTINGS + BACKUP, str(tmp_path / "backup")],
         capture_output=True,
         text=True,
         env=env,
