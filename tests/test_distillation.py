@@ -130,6 +130,18 @@ def test_feature_losses_equal_hand_computation():
     expected = (per_token * mask).sum() / mask.sum()
     np.testing.assert_allclose(float(hidden_state_loss(t, s, mask)), expected, rtol=1e-5)
 
+    # A mixed_bfloat16 student's hidden states against a float32 teacher: the loss is the
+    # float32 MSE of the bfloat16-rounded values (it used to be computed, and returned, in
+    # bfloat16, which a float32 total cannot add).
+    import keras
+
+    s16 = keras.ops.cast(s, "bfloat16")
+    rounded = np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(s16, "float32")))
+    loss16 = hidden_state_loss(t, s16, mask)
+    assert keras.backend.standardize_dtype(loss16.dtype) == "float32"
+    expected16 = (((t - rounded) ** 2).mean(-1) * mask).sum() / mask.sum()
+    np.testing.assert_allclose(float(loss16), expected16, rtol=1e-5)
+
     ta = _softmax(rng.normal(size=(2, 2, 3, 3))).astype("float32")
     sa = _softmax(rng.normal(size=(2, 2, 3, 3))).astype("float32")
     kl = (ta * np.log(ta / sa)).sum(-1)  # [batch, heads, query]

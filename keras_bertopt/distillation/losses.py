@@ -53,10 +53,15 @@ def hidden_state_loss(teacher_hidden: Any, student_hidden: Any, padding_mask: An
         teacher_hidden: ``[batch, length, hidden]``.
         student_hidden: ``[batch, length, hidden]``, already projected to the teacher's width.
         padding_mask: ``[batch, length]``, non-zero on real tokens.
+
+    Computed in float32 whatever the inputs' dtypes (a `mixed_bfloat16` student's hidden
+    states against a float32 teacher's), as `attention_loss` is and as Keras computes losses
+    under mixed precision.
     """
-    weights = _token_weights(padding_mask, student_hidden.dtype)
-    teacher_hidden = ops.cast(teacher_hidden, student_hidden.dtype)
-    per_token = ops.mean(ops.square(student_hidden - teacher_hidden), axis=-1)
+    weights = _token_weights(padding_mask)
+    t = ops.cast(teacher_hidden, "float32")
+    s = ops.cast(student_hidden, "float32")
+    per_token = ops.mean(ops.square(s - t), axis=-1)
     loss = ops.sum(per_token * weights) / ops.maximum(ops.sum(weights), 1.0)
     return _scale_for_distribution(loss)
 
