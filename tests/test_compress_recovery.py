@@ -91,6 +91,13 @@ def test_bad_recovery_options_are_refused_naming_them(settings, argument):
         RecoverySettings(**settings)
 
 
+def test_recovery_settings_say_what_the_student_learns_from():
+    assert RecoverySettings().describe_distillation() == "logit distillation (T 2.0, alpha 0.7)"
+    hidden = RecoverySettings(temperature=4.0, alpha=0.5, hidden_weight=1.5)
+    assert hidden.describe_distillation() == (
+        "logit distillation (T 4.0, alpha 0.5) + hidden states (weight 1.5, teacher live)")
+
+
 @pytest.mark.parametrize("target, key", [
     ({"freeze_embeddings": "yes"}, "target.freeze_embeddings"),
     ({"steps_per_execution": 0}, "target.steps_per_execution"),

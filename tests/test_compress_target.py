@@ -218,6 +218,9 @@ def test_killed_search_resumes_without_redoing_timing(tiny_classifier, demo_data
     assert calls == {"time": 1, "recover": 1}
     saved = json.loads((tmp_path / "state.json").read_text())
     assert len(saved["candidates"]) == 3 and saved["trials"] == []
+    assert saved["recovery_text"] == (f"1 epoch(s) of {len(demo_data[0][0])} sentences, "
+                                      "logit distillation (T 2.0, alpha 0.7), "
+                                      "at most 3 candidate(s)")
     monkeypatch.setattr(recover, "recover_candidate", real_recover)
     result = _run(tiny_classifier, demo_data, tmp_path, target)
     # Candidates were not timed again (only the recovered file is), the trial ran once.

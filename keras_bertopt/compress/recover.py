@@ -83,6 +83,14 @@ class RecoverySettings:
         if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
             raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate!r}")
 
+    def describe_distillation(self) -> str:
+        """What the student learns from, in words, e.g.
+        ``"logit distillation (T 2.0, alpha 0.7) + hidden states (weight 1.0, teacher live)"``."""
+        text = f"logit distillation (T {self.temperature}, alpha {self.alpha})"
+        if self.hidden_weight > 0:
+            text += f" + hidden states (weight {self.hidden_weight}, teacher live)"
+        return text
+
 
 def _swap_preprocessor(model: Any) -> Any:
     """Give `model` a per-batch padding preprocessor; returns the old one to put back."""

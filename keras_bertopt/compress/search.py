@@ -283,8 +283,8 @@ def compress_to_target(
                                      "reference_length": reference_length})
     state["target_text"] = target.describe()
     state["recovery_text"] = (f"{settings.epochs} epoch(s) of {len(train_texts)} sentences, "
-                              f"logit distillation (T {settings.temperature}, alpha "
-                              f"{settings.alpha}), at most {max_trials} candidate(s)")
+                              f"{settings.describe_distillation()}, "
+                              f"at most {max_trials} candidate(s)")
     if "baseline_accuracy" not in state:
         state["baseline_accuracy"] = _accuracy(model, val_texts, val_labels)
     state["reference_file_length"] = reference_length or int(model.preprocessor.sequence_length)
