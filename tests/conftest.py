@@ -77,9 +77,9 @@ def _no_network(monkeypatch):
 @pytest.fixture
 def tiny_classifier():
     """A fresh 2-layer BERT classifier on the demo vocabulary (sequence length 32)."""
-    from keras_bertopt.models import TinyConfig, build_classifier
+    from _models import tiny_classifier_model
 
-    return build_classifier(TinyConfig(), num_classes=2, sequence_length=32)
+    return tiny_classifier_model()
 
 
 @pytest.fixture(scope="session")

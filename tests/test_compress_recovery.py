@@ -31,9 +31,9 @@ def plain():
     """The tiny classifier's recovery with every option at its default (float32, embeddings
     trained, one step per call, the model's dropout, logits only), made once for this file:
     the tests below compare an option's recovery against it."""
-    from keras_bertopt.models import TinyConfig, build_classifier
+    from _models import tiny_classifier_model
 
-    return _recover(build_classifier(TinyConfig(), num_classes=2, sequence_length=32))
+    return _recover(tiny_classifier_model())
 
 
 @pytest.mark.parametrize("freeze", [True, False])
