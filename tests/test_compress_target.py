@@ -143,8 +143,28 @@ def test_report_png_plots_every_candidate_and_the_recovered_front(tmp_path):
     assert plotted[1] == [(0.28, 0.71), (0.41, 0.83), (0.41, 0.83)]
 
 
-# ---------------------------------------------------------------------------- timing
+def test_report_says_above_when_the_shipped_model_beats_the_float_model():
+    """A recovered student can score higher than the fine-tuned model it came from (a 4-layer
+    MiniLM did, by 0.8 pt); the report then says "above", not "-0.803 pt below"."""
+    from keras_bertopt.compress.report import render
 
+    def shipped(drop):
+        state = {"target_text": "latency <= 0.1x", "baseline_accuracy": 0.8876,
+                 "reference_ms": 30.08, "reference_file_length": 128, "candidates": [],
+                 "trials": [], "outcome": {"met": True, "file": "L4.tflite", "name": "L4",
+                                           "ratio": 0.0875, "median_ms": 2.564,
+                                           "accuracy": 0.8876 - drop / 100,
+                                           "accuracy_drop": drop}}
+        return render(state).split("\n")[6]
+
+    assert shipped(-0.8028) == ("**Ship `L4.tflite`** (L4): 0.0875x the float32 fixed-length "
+                                "time, 2.564 ms, accuracy 0.8956 (0.803 pt above the float "
+                                "model).")
+    assert shipped(1.0321).endswith("accuracy 0.8773 (1.03 pt below the float model).")
+    assert shipped(0.0).endswith("accuracy 0.8876 (the float model's accuracy).")
+
+
+# ---------------------------------------------------------------------------- timing
 
 @pytest.mark.slow
 def test_time_files_pairs_against_the_reference(tiny_classifier, tmp_path):

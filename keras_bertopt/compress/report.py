@@ -40,6 +40,14 @@ def _rows(state: dict[str, Any]) -> list[str]:
     return lines
 
 
+def versus_float(drop_pt: float) -> str:
+    """An accuracy drop in points, in words: ``"1.03 pt below the float model"``, or
+    ``"0.803 pt above the float model"`` for a negative drop (the smaller model scored higher)."""
+    if drop_pt == 0:
+        return "the float model's accuracy"
+    return f"{abs(drop_pt):.3g} pt {'below' if drop_pt > 0 else 'above'} the float model"
+
+
 def render(state: dict[str, Any]) -> str:
     """The report text for a search state (see `keras_bertopt.compress.search`)."""
     outcome = state.get("outcome") or {}
@@ -51,7 +59,7 @@ def render(state: dict[str, Any]) -> str:
         lines += [f"**Ship `{outcome['file']}`** ({outcome['name']}): "
                   f"{outcome['ratio']:.4g}x the float32 fixed-length time, "
                   f"{outcome['median_ms']:.4g} ms, accuracy {outcome['accuracy']:.4f} "
-                  f"({outcome['accuracy_drop']:.3g} pt below the float model).", ""]
+                  f"({versus_float(outcome['accuracy_drop'])}).", ""]
     elif outcome:
         best = outcome.get("file")
         lines += [f"**Target not met**: {outcome['reason']}",

@@ -180,12 +180,14 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     target = report.get("target")
     if target:
+        from keras_bertopt.compress.report import versus_float
+
         lines += ["", "## Target", "",
                   f"Ship `{target['file']}` ({target['candidate']}): "
                   f"{target['latency_ratio']:.4g}x the float32 fixed-length file's time per "
                   f"sentence ({target['latency_ms']:.4g} ms), {target['validation_split']} "
-                  f"accuracy {target['accuracy']:.4f}, {target['accuracy_drop_pt']:.3g} pt "
-                  f"below the float model; every candidate in `{target['report']}`."]
+                  f"accuracy {target['accuracy']:.4f}, {versus_float(target['accuracy_drop_pt'])}; "
+                  f"every candidate in `{target['report']}`."]
     if report.get("size_baseline"):
         lines += ["", f"Size ratios are against `{report['size_baseline']}.tflite`."]
     lines += ["", "Files: `report.json` (everything above and the training curves), "
