@@ -70,7 +70,7 @@ def test_candidate_shapes_grid_sorted_by_encoder_weights(tiny_classifier):
         candidate_shapes(tiny_classifier, head_fractions=[0])
 
 
-def test_trial_order_fastest_first_on_the_front():
+def test_trial_order_keeps_the_front_smallest_first():
     rows = [
         {"name": "L2-H2-F64", "layers": 2, "heads": 2, "intermediate": 64, "ratio": 0.6,
          "median_ms": 6, "meets_latency": False},
@@ -83,6 +83,26 @@ def test_trial_order_fastest_first_on_the_front():
     ]
     order = [r["name"] for r in trial_order(rows, 32, 16)]
     assert order == ["L1-H1-F32", "L1-H2-F64"]
+    # A deeper shape stays on the front though a shallower one is faster and has more weights.
+    # Encoder weights at hidden 32, key_dim 16: layers x (4*32*heads*16 + 2*32*FFN), so
+    # L1-H2-F64 has 4096 + 4096 = 8192 and L2-H1-F32 2 x (2048 + 2048) = 8192: a tie in size,
+    # more layers, slower. L2-H1-F16 (2 x (2048 + 1024) = 6144) is beaten by L2-H1-F32 only
+    # when that one is at least as fast; here it is faster, so it stays as well.
+    deeper = rows + [
+        {"name": "L2-H1-F32", "layers": 2, "heads": 1, "intermediate": 32, "ratio": 0.5,
+         "median_ms": 5, "meets_latency": True},
+        {"name": "L2-H1-F16", "layers": 2, "heads": 1, "intermediate": 16, "ratio": 0.48,
+         "median_ms": 4.8, "meets_latency": True},
+        {"name": "L2-H2-F16", "layers": 2, "heads": 2, "intermediate": 16, "ratio": 0.55,
+         "median_ms": 5.5, "meets_latency": True},  # 2 x (4096 + 1024) = 10240: kept too
+    ]
+    order = [r["name"] for r in trial_order(deeper, 32, 16)]
+    # Fewest layers first, then fewest weights: the order the bisection assumes accuracy rises.
+    assert order == ["L1-H1-F32", "L1-H2-F64", "L2-H1-F16", "L2-H1-F32", "L2-H2-F16"]
+    slower_smaller = deeper + [
+        {"name": "L2-H1-F8", "layers": 2, "heads": 1, "intermediate": 8, "ratio": 0.6,
+         "median_ms": 6, "meets_latency": True}]  # slower than L2-H1-F16 and smaller: beaten
+    assert "L2-H1-F8" not in [r["name"] for r in trial_order(slower_smaller, 32, 16)]
     none = [dict(r, meets_latency=False) for r in rows]
     assert [r["name"] for r in trial_order(sorted(none, key=lambda r: r["ratio"]), 32, 16)] == [
         "L1-H1-F32"]
@@ -92,15 +112,15 @@ def _trial(name, drop):
     return {"name": name, "accuracy_drop": drop}
 
 
-def test_next_candidate_tries_the_fastest_then_bisects_the_front():
-    front = [{"name": f"c{i}"} for i in range(7)]  # fastest first
+def test_next_candidate_tries_the_smallest_then_bisects_the_front():
+    front = [{"name": f"c{i}"} for i in range(7)]  # smallest first
 
     def following(*trials):
         row = next_candidate(front, list(trials), 1.0)
         return None if row is None else row["name"]
 
     assert following() == "c0"
-    assert following(_trial("c0", 0.5)) is None  # the fastest kept the accuracy: done
+    assert following(_trial("c0", 0.5)) is None  # the smallest kept the accuracy: done
     # c0 lost too much: the middle of c1..c6 is c4 ((1 + 7) // 2).
     assert following(_trial("c0", 2.0)) == "c4"
     # c4 kept it: c5, c6 are ruled out, the middle of c1..c3 is c2.
@@ -108,7 +128,7 @@ def test_next_candidate_tries_the_fastest_then_bisects_the_front():
     # c4 lost too much as well: the middle of c5..c6 is c6.
     assert following(_trial("c0", 2.0), _trial("c4", 1.5)) == "c6"
     assert following(_trial("c0", 2.0), _trial("c4", 0.9), _trial("c2", 1.2),
-                     _trial("c3", 0.1)) is None  # c3 is the fastest that keeps it
+                     _trial("c3", 0.1)) is None  # c3 is the smallest that keeps it
     assert next_candidate([], [], 1.0) is None
 
 
