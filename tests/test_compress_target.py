@@ -187,9 +187,14 @@ def test_report_says_above_when_the_shipped_model_beats_the_float_model():
 # ---------------------------------------------------------------------------- timing
 
 @pytest.mark.slow
-def test_time_files_pairs_against_the_reference(tiny_classifier, tmp_path):
-    from keras_bertopt.compress import export_candidate, export_reference, time_files
+def test_time_files_pairs_against_the_reference(tiny_classifier, tmp_path, monkeypatch):
+    from keras_bertopt.compress import export_candidate, export_reference, time_files, timing
     from keras_bertopt.data import demo_examples
+
+    def not_here(*args):
+        raise AssertionError("files must be timed in a fresh process, not the caller's")
+
+    monkeypatch.setattr(timing, "paired_times", not_here)
 
     texts, _ = demo_examples("validation", 8)
     ref = export_reference(tiny_classifier, str(tmp_path / "ref.tflite"))
@@ -269,6 +274,35 @@ def test_killed_search_resumes_without_redoing_timing(tiny_classifier, demo_data
     with pytest.raises(ValueError, match="another target"):
         _run(tiny_classifier, demo_data, tmp_path, {"latency": 0.5, "max_accuracy_drop": 1.0})
     assert search.STATE_FILE == "state.json"
+
+
+@pytest.mark.slow
+def test_shipped_file_retimed_over_the_latency_is_named_in_the_message(
+        tiny_classifier, demo_data, tmp_path, monkeypatch):
+    from keras_bertopt.compress import TargetNotMet, recover, timing
+
+    real_time = timing.time_files
+    calls = []
+
+    def slower_after_recovery(files, *args, **kwargs):
+        out = real_time(files, *args, **kwargs)
+        calls.append(sorted(files))
+        if len(calls) > 1:  # the recovered file's own timing: 20 s per sentence
+            out = {k: {**v, "median_ms": 20000.0} if k in files else v for k, v in out.items()}
+        return out
+
+    monkeypatch.setattr(timing, "time_files", slower_after_recovery)
+    monkeypatch.setattr(recover, "recover_candidate",
+                        lambda model, candidate, *a, **k: recover.prune_to(model, candidate))
+    with pytest.raises(TargetNotMet) as caught:
+        compress_to_target(tiny_classifier, {"latency": "10000 ms", "max_accuracy_drop": 100.0},
+                           demo_data[0], demo_data[1], str(tmp_path),
+                           candidates=[Candidate(1, 1, 16)], recovery=FAST, timing_sentences=4)
+    assert calls == [["L1-H1-F16"], ["L1-H1-F16"]]
+    message = str(caught.value)
+    assert "L1-H1-F16 keeps the accuracy but its shipped file, timed again after recovery, " \
+           "misses the latency (" in message and "20000.00 ms); 1 of at most" in message
+    assert caught.value.best_file == str(tmp_path / "L1-H1-F16.tflite")
 
 
 def test_bad_arguments_refused_before_work(tiny_classifier, demo_data, tmp_path):

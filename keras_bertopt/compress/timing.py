@@ -3,7 +3,8 @@
 Each file is exported as it would ship (`to_tflite`'s real-length layout, the
 target device's quantization) and timed the way an app calls it: one
 validation sentence per call, batch 1, one interpreter thread, each sentence at
-its real length. All files are loaded at once and every sentence runs through
+its real length, in a fresh process that holds only the LiteRT interpreters
+(`timing_worker`). All files are loaded at once and every sentence runs through
 every file back to back, the order rotating per sentence, so a change of load on
 a shared machine hits every file alike. A file's ratio is the median, over
 sentences and rounds, of its time divided by the reference file's time on the
@@ -21,8 +22,12 @@ timing["L3"]["ratio"], timing["L3"]["median_ms"]
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from typing import Any, Mapping, Sequence
 
@@ -130,13 +135,37 @@ def time_files(
     for runner in runners.values():
         if runner.sequence_length not in arrays:
             arrays[runner.sequence_length] = preprocess_texts(runner.preprocessor, texts)
-    times = paired_times(runners, {k: arrays[r.sequence_length] for k, r in runners.items()},
-                         rounds)
+    times = _time_in_fresh_process(
+        paths, {k: arrays[r.sequence_length] for k, r in runners.items()}, rounds)
     base = times[REFERENCE]
     return {key: {"median_ms": round(float(np.median(t)), 4),
                   "mean_ms": round(float(statistics.fmean(t.ravel())), 4),
                   "ratio": round(float(np.median(t / base)), 4)}
             for key, t in times.items()}
+
+
+def _time_in_fresh_process(paths: Mapping[str, str],
+                            arrays: Mapping[str, Mapping[str, np.ndarray]],
+                            rounds: int) -> dict[str, np.ndarray]:
+    """`paired_times` on the files, run by `timing_worker` in a new Python process."""
+    import keras_bertopt
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(keras_bertopt.__file__)))
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    with tempfile.TemporaryDirectory(prefix="kbo_timing_") as folder:
+        with open(os.path.join(folder, "request.json"), "w", encoding="utf-8") as f:
+            json.dump({"files": {k: os.path.abspath(p) for k, p in paths.items()},
+                       "rounds": rounds}, f)
+        np.savez(os.path.join(folder, "arrays.npz"),
+                 **{f"{name}/{k}": v for name, rows in arrays.items() for k, v in rows.items()})
+        done = subprocess.run([sys.executable, "-m", "keras_bertopt.compress.timing_worker",
+                               folder], env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"timing the files in a fresh process failed "
+                               f"(exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+        with np.load(os.path.join(folder, "times.npz")) as stored:
+            return {name: stored[name] for name in paths}
 
 
 def _runner(path: str, preprocessor: Any) -> Any:
