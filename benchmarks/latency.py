@@ -19,8 +19,10 @@ PATH.keras``), measured in one run on this machine:
   metadata when `mediapipe` is installed); post-training int8 as fixed-128 only
   (its default is fixed length: calibration is per static shape);
 * per file: the 872 dev sentences in dataset order, batch 1, one interpreter
-  thread, each call timed through `TFLiteClassifier.predict_logits` (cache off; bucket
-  choice and trimming included), in ``--rounds`` (3) paired rounds: every file
+  thread, each call timed through the package's interpreter call (bucket choice and
+  trimming included) in a fresh process that holds only LiteRT
+  (`keras_bertopt.compress.timing.time_in_fresh_process`), in ``--rounds`` (3)
+  paired rounds: every file
   is loaded at once and each sentence runs through all files back to back (order
   rotating per sentence), so load changes on the shared machine hit every file
   alike: median over rounds of each round's median, p90 and mean ms; paired
@@ -99,34 +101,6 @@ def load_model(path: str | None):
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["sparse_categorical_accuracy"])
     return model
-
-
-def paired_times(runners: dict, arrays, rounds: int) -> tuple[dict, dict]:
-    """ms per (file, round, sentence) and labels per file, every sentence through every file.
-
-    Files run back to back per sentence in an order rotated by one each sentence (and
-    reversed every other round); every bucket plan is warmed up first.
-    """
-    import numpy as np
-
-    keys = list(runners)
-    n = len(arrays["token_ids"])
-    rows = [{k: v[i:i + 1] for k, v in arrays.items()} for i in range(n)]
-    for runner in runners.values():
-        for row in rows[:5]:
-            runner.predict_logits(row)
-    times = {key: [[0.0] * n for _ in range(rounds)] for key in keys}
-    labels = {key: [0] * n for key in keys}
-    for r in range(rounds):
-        base = keys if r % 2 == 0 else keys[::-1]
-        for i, row in enumerate(rows):
-            shift = i % len(keys)
-            for key in base[shift:] + base[:shift]:
-                start = time.perf_counter()
-                logits = runners[key].predict_logits(row)
-                times[key][r][i] = (time.perf_counter() - start) * 1000.0
-                labels[key][i] = int(np.argmax(logits[0]))
-    return times, labels
 
 
 def paired_ratios(times: dict, key: str) -> dict:
@@ -216,7 +190,8 @@ def main(argv: list[str] | None = None) -> str:
         raise ValueError(f"`--qat-steps` must be >= 0, got {qat_steps}")
     import numpy as np
 
-    from keras_bertopt.export import TFLiteClassifier, preprocess_texts, to_tflite
+    from keras_bertopt.compress.timing import time_in_fresh_process
+    from keras_bertopt.export import preprocess_texts, to_tflite
 
     wall = time.perf_counter()
     limit = 100 if args.quick else None
@@ -288,11 +263,10 @@ def main(argv: list[str] | None = None) -> str:
     # file back to back (the file order rotating per sentence), so a change of load on the
     # shared machine hits all files alike; per-sentence ratios between files are kept.
     rounds = 1 if args.quick else args.rounds
-    runners = {key: TFLiteClassifier(info["path"], preprocessor, num_threads=NUM_THREADS,
-                                      cache_size=0)
-               for key, info in files.items()}
-    times, labels_of = paired_times(runners, arrays, rounds)
-    del runners
+    times, labels_of = time_in_fresh_process(
+        {key: info["path"] for key, info in files.items()}, dict.fromkeys(files, arrays), rounds)
+    times = {key: t.tolist() for key, t in times.items()}
+    labels_of = {key: v.tolist() for key, v in labels_of.items()}
     per_round = {key: [summary(t) for t in times[key]] for key in files}
     log(f"{rounds} paired rounds timed")
     rows: dict = {}

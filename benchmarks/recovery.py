@@ -17,8 +17,9 @@ date, library versions, budget, command and hours taken:
   every ``--eval-every`` examples seen (the recovery curve) and at the end;
   then latency: the row's dynamic-range real-length file, its float32
   real-length file and the teacher's float32 fixed-128 file, ``--latency-sentences``
-  SST-2 dev sentences, batch 1, one thread, paired per sentence
-  (`latency.paired_times`), ratios against the teacher's fixed-128 file.
+  SST-2 dev sentences, batch 1, one thread, paired per sentence in a fresh
+  process (`keras_bertopt.compress.timing.time_in_fresh_process`), ratios against
+  the teacher's fixed-128 file.
   Rows: ``student3`` / ``student4`` (`shrink(teacher, 3 | 4)`, evenly spaced
   layers), ``structured`` (`prune_structure(teacher, layers=2, heads=0.25,
   intermediate=0.5, importance="taylor")` on 8 batches: 4 layers x 9 heads x
@@ -294,9 +295,10 @@ def train_row(student: Any, teacher: Any, args: argparse.Namespace, on_point: An
 def latency(teacher: Any, student: Any, args: argparse.Namespace) -> dict:
     """Paired batch-1 one-thread times: student files vs the teacher's float32 fixed-128."""
     import numpy as np
-    from latency import paired_times, summary
+    from latency import summary
 
-    from keras_bertopt.export import TFLiteClassifier, preprocess_texts, to_tflite
+    from keras_bertopt.compress.timing import time_in_fresh_process
+    from keras_bertopt.export import preprocess_texts, to_tflite
 
     texts, truth = common.sst2_examples("dev", limit=args.latency_sentences)
     preprocessor = common.minilm_preprocessor(128)
@@ -309,9 +311,8 @@ def latency(teacher: Any, student: Any, args: argparse.Namespace) -> dict:
     for key, (model, mode, kwargs) in plans.items():
         files[key] = os.path.join(folder, f"{key}.tflite")
         to_tflite(model, files[key], mode, sequence_length=128, verify=False, **kwargs)
-    runners = {k: TFLiteClassifier(p, preprocessor, num_threads=1, cache_size=0)
-               for k, p in files.items()}
-    times, labels = paired_times(runners, preprocess_texts(preprocessor, texts), args.rounds)
+    times, labels = time_in_fresh_process(
+        files, dict.fromkeys(files, preprocess_texts(preprocessor, texts)), args.rounds)
     base = np.asarray(times["teacher_float32_fixed128"])
     out = {}
     for key in files:

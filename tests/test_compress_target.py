@@ -217,6 +217,16 @@ def test_time_files_pairs_against_the_reference(tiny_classifier, tmp_path, monke
     assert tiny_classifier.preprocessor.sequence_length == 32
     with pytest.raises(ValueError, match="`texts`"):
         time_files({"dyn": small}, ref, tiny_classifier.preprocessor, [])
+    # The fresh process's labels are those the package's runner gives in this process.
+    from keras_bertopt.export import TFLiteClassifier, preprocess_texts
+
+    rows = preprocess_texts(tiny_classifier.preprocessor, texts)
+    times, labels = timing.time_in_fresh_process({"dyn": small}, {"dyn": rows}, rounds=2)
+    here = TFLiteClassifier(small, tiny_classifier.preprocessor).predict_logits(rows)
+    assert labels["dyn"].tolist() == np.argmax(here, -1).tolist()
+    assert times["dyn"].shape == (2, len(texts))
+    with pytest.raises(RuntimeError, match="fresh process failed"):
+        timing.time_in_fresh_process({"gone": str(tmp_path / "gone.tflite")}, {"gone": rows})
 
 
 # ---------------------------------------------------------------------------- search

@@ -4,7 +4,7 @@ Each file is exported as it would ship (`to_tflite`'s real-length layout, the
 target device's quantization) and timed the way an app calls it: one
 validation sentence per call, batch 1, one interpreter thread, each sentence at
 its real length, in a fresh process that holds only the LiteRT interpreters
-(`timing_worker`). All files are loaded at once and every sentence runs through
+(`time_in_fresh_process`). All files are loaded at once and every sentence runs through
 every file back to back, the order rotating per sentence, so a change of load on
 a shared machine hits every file alike. A file's ratio is the median, over
 sentences and rounds, of its time divided by the reference file's time on the
@@ -60,14 +60,14 @@ def export_candidate(model: Any, path: str, quantization: str,
 
 
 def paired_times(runners: Mapping[str, Any], arrays: Mapping[str, Mapping[str, np.ndarray]],
-                 rounds: int) -> dict[str, np.ndarray]:
-    """ms per (round, sentence) for each runner, every sentence through every runner.
+                 rounds: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """ms per (round, sentence) and the predicted label per sentence for each runner.
 
-    `runners` are `TFLiteClassifier`s; `arrays[name]` the sentences preprocessed
-    for runner `name` (int32 token_ids / segment_ids / padding_mask rows, the
-    same sentences in the same order for every runner). Runners go back to back
-    per sentence, the order rotated by one each sentence and reversed every
-    other round.
+    `runners` are `TFLiteClassifier`s (anything with `predict_logits(row)`);
+    `arrays[name]` the sentences preprocessed for runner `name` (int32 token_ids /
+    segment_ids / padding_mask rows, the same sentences in the same order for every
+    runner). Runners go back to back per sentence, the order rotated by one each
+    sentence and reversed every other round.
     """
     keys = list(runners)
     n = len(arrays[keys[0]]["token_ids"])
@@ -77,6 +77,7 @@ def paired_times(runners: Mapping[str, Any], arrays: Mapping[str, Mapping[str, n
         for row in rows[key][:3]:
             runner.predict_logits(row)
     times = {key: np.zeros((rounds, n)) for key in keys}
+    labels = {key: np.zeros(n, np.int64) for key in keys}
     for r in range(rounds):
         order = keys if r % 2 == 0 else keys[::-1]
         for i in range(n):
@@ -84,9 +85,10 @@ def paired_times(runners: Mapping[str, Any], arrays: Mapping[str, Mapping[str, n
             for key in order[shift:] + order[:shift]:
                 row = rows[key][i]
                 start = time.perf_counter()
-                runners[key].predict_logits(row)
+                logits = runners[key].predict_logits(row)
                 times[key][r, i] = (time.perf_counter() - start) * 1000.0
-    return times
+                labels[key][i] = int(np.argmax(logits[0]))
+    return times, labels
 
 
 def time_files(
@@ -135,7 +137,7 @@ def time_files(
     for runner in runners.values():
         if runner.sequence_length not in arrays:
             arrays[runner.sequence_length] = preprocess_texts(runner.preprocessor, texts)
-    times = _time_in_fresh_process(
+    times, _ = time_in_fresh_process(
         paths, {k: arrays[r.sequence_length] for k, r in runners.items()}, rounds)
     base = times[REFERENCE]
     return {key: {"median_ms": round(float(np.median(t)), 4),
@@ -144,10 +146,23 @@ def time_files(
             for key, t in times.items()}
 
 
-def _time_in_fresh_process(paths: Mapping[str, str],
-                            arrays: Mapping[str, Mapping[str, np.ndarray]],
-                            rounds: int) -> dict[str, np.ndarray]:
-    """`paired_times` on the files, run by `timing_worker` in a new Python process."""
+def time_in_fresh_process(
+    files: Mapping[str, str],
+    arrays: Mapping[str, Mapping[str, np.ndarray]],
+    rounds: int = 1,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """`paired_times` of `files` (name -> .tflite path), each on one one-thread interpreter,
+    in a new Python process that imports LiteRT and NumPy only (`timing_worker`).
+
+    A process that has trained a model runs a small file measurably slower than a fresh
+    one while a large file keeps its time, so ratios are timed away from the caller.
+    `arrays[name]`: int32 ``token_ids`` / ``segment_ids`` / ``padding_mask`` rows for
+    file `name`, the same sentences in the same order for every file. Returns
+    ``(times, labels)``: ms per (round, sentence) and the predicted label per sentence.
+
+    Raises:
+        RuntimeError: the timing process failed (its stderr is in the message).
+    """
     import keras_bertopt
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(keras_bertopt.__file__)))
@@ -155,7 +170,7 @@ def _time_in_fresh_process(paths: Mapping[str, str],
            "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
     with tempfile.TemporaryDirectory(prefix="kbo_timing_") as folder:
         with open(os.path.join(folder, "request.json"), "w", encoding="utf-8") as f:
-            json.dump({"files": {k: os.path.abspath(p) for k, p in paths.items()},
+            json.dump({"files": {k: os.path.abspath(p) for k, p in files.items()},
                        "rounds": rounds}, f)
         np.savez(os.path.join(folder, "arrays.npz"),
                  **{f"{name}/{k}": v for name, rows in arrays.items() for k, v in rows.items()})
@@ -164,8 +179,9 @@ def _time_in_fresh_process(paths: Mapping[str, str],
         if done.returncode != 0:
             raise RuntimeError(f"timing the files in a fresh process failed "
                                f"(exit {done.returncode}): {done.stderr.strip()[-2000:]}")
-        with np.load(os.path.join(folder, "times.npz")) as stored:
-            return {name: stored[name] for name in paths}
+        with np.load(os.path.join(folder, "times.npz")) as times, \
+                np.load(os.path.join(folder, "labels.npz")) as labels:
+            return {k: times[k] for k in files}, {k: labels[k] for k in files}
 
 
 def _runner(path: str, preprocessor: Any) -> Any:

@@ -1,12 +1,9 @@
 """Runs `paired_times` in a process of its own (`python -m keras_bertopt.compress.timing_worker`).
 
-Its one argument is a folder DIR. `time_files` writes ``DIR/request.json``
+Its one argument is a folder DIR. `time_in_fresh_process` writes ``DIR/request.json``
 (``{"files": {name: path}, "rounds": n}``) and ``DIR/arrays.npz`` (``{name}/{input}``
-int32 rows) there and reads ``DIR/times.npz`` back. The process imports LiteRT and
-NumPy only, as an app holds the interpreter and nothing else: a process that has
-trained a model runs a small file measurably slower than a fresh one, while the
-large reference file keeps its time, so timing inside the training process would
-skew the ratios.
+int32 rows) there and reads ``DIR/times.npz`` and ``DIR/labels.npz`` back. The process
+imports LiteRT and NumPy only, as an app holds the interpreter and nothing else.
 """
 
 from __future__ import annotations
@@ -41,7 +38,8 @@ def main(folder: str) -> None:
         arrays = {name: {k: stored[f"{name}/{k}"] for k in INPUT_NAMES}
                   for name in request["files"]}
     runners = {name: _Runner(path) for name, path in request["files"].items()}
-    times = paired_times(runners, arrays, int(request["rounds"]))
+    times, labels = paired_times(runners, arrays, int(request["rounds"]))
+    np.savez(os.path.join(folder, "labels.npz"), **labels)
     np.savez(os.path.join(folder, "times.npz"), **times)
 
 
