@@ -21,7 +21,7 @@ PATH.keras``), measured in one run on this machine:
 * per file: the 872 dev sentences in dataset order, batch 1, one interpreter
   thread, each call timed through the package's interpreter call (bucket choice and
   trimming included) in a fresh process that holds only LiteRT
-  (`keras_bertopt.compress.timing.time_in_fresh_process`), in ``--rounds`` (3)
+  (`keras_bertopt.compress.time_in_fresh_process`), in ``--rounds`` (3)
   paired rounds: every file
   is loaded at once and each sentence runs through all files back to back (order
   rotating per sentence), so load changes on the shared machine hit every file
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> str:
         raise ValueError(f"`--qat-steps` must be >= 0, got {qat_steps}")
     import numpy as np
 
-    from keras_bertopt.compress.timing import time_in_fresh_process
+    from keras_bertopt.compress import time_in_fresh_process
     from keras_bertopt.export import preprocess_texts, to_tflite
 
     wall = time.perf_counter()

@@ -18,7 +18,7 @@ date, library versions, budget, command and hours taken:
   then latency: the row's dynamic-range real-length file, its float32
   real-length file and the teacher's float32 fixed-128 file, ``--latency-sentences``
   SST-2 dev sentences, batch 1, one thread, paired per sentence in a fresh
-  process (`keras_bertopt.compress.timing.time_in_fresh_process`), ratios against
+  process (`keras_bertopt.compress.time_in_fresh_process`), ratios against
   the teacher's fixed-128 file.
   Rows: ``student3`` / ``student4`` (`shrink(teacher, 3 | 4)`, evenly spaced
   layers), ``structured`` (`prune_structure(teacher, layers=2, heads=0.25,
@@ -297,7 +297,7 @@ def latency(teacher: Any, student: Any, args: argparse.Namespace) -> dict:
     import numpy as np
     from latency import summary
 
-    from keras_bertopt.compress.timing import time_in_fresh_process
+    from keras_bertopt.compress import time_in_fresh_process
     from keras_bertopt.export import preprocess_texts, to_tflite
 
     texts, truth = common.sst2_examples("dev", limit=args.latency_sentences)

@@ -188,7 +188,13 @@ def test_report_says_above_when_the_shipped_model_beats_the_float_model():
 
 @pytest.mark.slow
 def test_time_files_pairs_against_the_reference(tiny_classifier, tmp_path, monkeypatch):
-    from keras_bertopt.compress import export_candidate, export_reference, time_files, timing
+    from keras_bertopt.compress import (
+        export_candidate,
+        export_reference,
+        time_files,
+        time_in_fresh_process,
+        timing,
+    )
     from keras_bertopt.data import demo_examples
 
     def not_here(*args):
@@ -221,12 +227,12 @@ def test_time_files_pairs_against_the_reference(tiny_classifier, tmp_path, monke
     from keras_bertopt.export import TFLiteClassifier, preprocess_texts
 
     rows = preprocess_texts(tiny_classifier.preprocessor, texts)
-    times, labels = timing.time_in_fresh_process({"dyn": small}, {"dyn": rows}, rounds=2)
+    times, labels = time_in_fresh_process({"dyn": small}, {"dyn": rows}, rounds=2)
     here = TFLiteClassifier(small, tiny_classifier.preprocessor).predict_logits(rows)
     assert labels["dyn"].tolist() == np.argmax(here, -1).tolist()
     assert times["dyn"].shape == (2, len(texts))
     with pytest.raises(RuntimeError, match="fresh process failed"):
-        timing.time_in_fresh_process({"gone": str(tmp_path / "gone.tflite")}, {"gone": rows})
+        time_in_fresh_process({"gone": str(tmp_path / "gone.tflite")}, {"gone": rows})
 
 
 # ---------------------------------------------------------------------------- search
