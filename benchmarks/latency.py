@@ -72,7 +72,6 @@ TRAIN_SEQUENCE_LENGTH = 64
 #: Steps of 32 SST-2 train sentences of the cached fine-tune (`common.finetuned_minilm`).
 FINETUNE_STEPS = 200
 CALIBRATION_SAMPLES = 256
-NUM_THREADS = 1
 #: Peak learning rate of the QAT fine-tune (create_optimizer, 10% warm-up, linear decay).
 QAT_PEAK_LEARNING_RATE = 2e-5
 #: The file layouts compared: name -> `to_tflite` length arguments.
@@ -220,7 +219,7 @@ def main(argv: list[str] | None = None) -> str:
                                    TRAIN_SEQUENCE_LENGTH, "data": "SST-2 train"},
                                "qat_steps": qat_steps, "dev_sentences": len(texts),
                                "calibration_samples": CALIBRATION_SAMPLES,
-                               "sequence_length": SEQUENCE_LENGTH, "num_threads": NUM_THREADS,
+                               "sequence_length": SEQUENCE_LENGTH, "num_threads": 1,
                                "batch_size": 1},
                     "dev_token_lengths": {"median": float(np.median(lengths)),
                                           "p90": float(np.percentile(lengths, 90)),
