@@ -24,8 +24,12 @@ date, library versions, budget, command and hours taken:
   layers), ``structured`` (`prune_structure(teacher, layers=2, heads=0.25,
   intermediate=0.5, importance="taylor")` on 8 batches: 4 layers x 9 heads x
   FFN 768), ``sparse80`` (a trainable copy of the teacher, `MagnitudePruning` of
-  the transformer kernels to 80% by `PolynomialSparsity` over the first half of
-  the steps, during the same distillation; the stripped model's measured sparsity).
+  the transformer kernels to 80% by `PolynomialSparsity` over the first ``--ramp``
+  (default half) of the steps, during the same distillation; the stripped model's
+  measured sparsity). ``--lr`` sets the peak learning rate; ``--freeze-embeddings``
+  keeps the embedding tables fixed (`keras_bertopt.compress.recover.frozen_embeddings`).
+  ``--teacher FILE.keras`` distils from another fine-tune: its logits and its rows
+  get their own file and sections (``--teacher-name``), beside the cached teacher's.
   ``--hidden-weight`` / ``--attention-weight`` add TinyBERT's hidden-state MSE and
   MiniLM's attention KL (`Distiller`, evenly spaced layer map; the teacher then
   runs on every batch, for its features and logits) and name the section ``..._h<w>_a<w>``;
@@ -52,6 +56,7 @@ written to recovery_quick.json (not a result).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -68,6 +73,8 @@ TRAIN_LENGTH = 64
 TEACHER_LR = 1e-4
 KD_TEMPERATURE = 2.0
 KD_ALPHA = 0.7
+DEFAULT_LR = 1e-4
+DEFAULT_RAMP = 0.5
 ROWS = {
     "student3": {"layers": 3},
     "student4": {"layers": 4},
@@ -142,8 +149,19 @@ def run_teacher(args: argparse.Namespace) -> None:
         "train_hours": round(info.get("train_seconds", 0) / 3600, 3)})
 
 
+def teacher_tag(args: argparse.Namespace) -> str:
+    """``""`` for the cached full-epoch teacher, else ``_teacher-NAME`` for ``--teacher``'s
+    model (NAME: ``--teacher-name``, default the first 8 hex digits of the path's SHA-1), so
+    another teacher's logits and rows never replace this one's."""
+    if not args.teacher:
+        return ""
+    name = args.teacher_name or hashlib.sha1(
+        os.path.abspath(args.teacher).encode()).hexdigest()[:8]
+    return f"_teacher-{name}"
+
+
 def logits_path(args: argparse.Namespace) -> str:
-    suffix = "_quick" if args.quick else ""
+    suffix = teacher_tag(args) + ("_quick" if args.quick else "")
     return os.path.join(common.CACHE_DIR, f"recovery_teacher_logits{suffix}.npz")
 
 
@@ -171,7 +189,7 @@ def run_cache(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - start
     agree = float(np.mean(np.argmax(logits, -1) == np.asarray(labels)))
     log(f"cached {len(texts)} logits in {seconds:.0f} s; teacher train accuracy {agree:.4f}")
-    update_result(args, "cache", {
+    update_result(args, "cache" + teacher_tag(args), {
         "budget": f"{len(texts)} SST-2 train sentences, one teacher pass, batches of 128 "
                   "by length", "file": logits_path(args), "sentences": len(texts),
         "teacher_train_accuracy": round(agree, 4), "seconds": round(seconds, 1),
@@ -188,7 +206,7 @@ def build_row(name: str, teacher: Any, args: argparse.Namespace) -> tuple[Any, d
         return shrink(teacher, num_layers=teacher.backbone.num_layers), {
             "target_sparsity": spec["sparsity"],
             "pruning": "MagnitudePruning, transformer kernels, per variable, unstructured, "
-                       "PolynomialSparsity 0 -> target over the first half of the steps"}
+                       f"PolynomialSparsity 0 -> target over the first {args.ramp:g} of the steps"}
     if "layers" in spec:
         return shrink(teacher, num_layers=spec["layers"]), {"student_layers": spec["layers"]}
     scoring = common.sst2_dataset("train", BATCH_SIZE, limit=8 * BATCH_SIZE, shuffle=True)
@@ -235,6 +253,7 @@ def train_row(student: Any, teacher: Any, args: argparse.Namespace, on_point: An
     import numpy as np
     import tensorflow as tf
 
+    from keras_bertopt.compress.recover import frozen_embeddings
     from keras_bertopt.data import bucket_by_length, dynamic_padding
     from keras_bertopt.distillation import Distiller
     from keras_bertopt.optimizers import create_optimizer
@@ -265,18 +284,20 @@ def train_row(student: Any, teacher: Any, args: argparse.Namespace, on_point: An
     distiller = Distiller(teacher, student, temperature=args.temperature, alpha=args.alpha,
                           hidden_weight=args.hidden_weight,
                           attention_weight=args.attention_weight)
-    distiller.compile(optimizer=create_optimizer(args.lr, steps, warmup_steps=max(1, steps // 10),
-                                                 weight_decay=0.01),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     curve = Curve(student, dev_data(args), args.eval_every, on_point)
     callbacks = [curve.callback]
     target = ROWS[args.name].get("sparsity")
     if target:
-        end = max(1, steps // 2)
+        end = max(1, int(steps * args.ramp))
         callbacks.insert(0, MagnitudePruning(PolynomialSparsity(
             0.0, target, begin_step=0, end_step=end, frequency=max(1, min(100, end // 10)))))
     start = time.perf_counter()
-    history = distiller.fit(data, epochs=args.epochs, callbacks=callbacks, verbose=0)
+    with frozen_embeddings(student, args.freeze_embeddings):
+        distiller.compile(
+            optimizer=create_optimizer(args.lr, steps, warmup_steps=max(1, steps // 10),
+                                       weight_decay=0.01),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+        history = distiller.fit(data, epochs=args.epochs, callbacks=callbacks, verbose=0)
     seconds = time.perf_counter() - start
     if curve.seen % args.eval_every:
         curve.point(student, dev_data(args), on_point)
@@ -327,13 +348,20 @@ def latency(teacher: Any, student: Any, args: argparse.Namespace) -> dict:
 
 
 def row_section(args: argparse.Namespace) -> str:
-    """``row_NAME[_eN][_hW_aW][_alphaA_tT]``: the defaults leave their part out."""
+    """``row_NAME[_eN][_hW_aW][_alphaA_tT][_lrL][_rampR][_frozen-emb][_teacher-NAME]``: the
+    defaults leave their part out."""
     section = f"row_{args.name}" + (f"_e{args.epochs}" if args.epochs != 1 else "")
     if args.hidden_weight or args.attention_weight:
         section += f"_h{args.hidden_weight:g}_a{args.attention_weight:g}"
     if (args.alpha, args.temperature) != (KD_ALPHA, KD_TEMPERATURE):
         section += f"_alpha{args.alpha:g}_t{args.temperature:g}"
-    return section
+    if args.lr != DEFAULT_LR:
+        section += f"_lr{args.lr:g}"
+    if args.ramp != DEFAULT_RAMP:
+        section += f"_ramp{args.ramp:g}"
+    if args.freeze_embeddings:
+        section += "_frozen-emb"
+    return section + teacher_tag(args)
 
 
 def run_row(args: argparse.Namespace) -> None:
@@ -405,7 +433,11 @@ def main(argv: list[str] | None = None) -> None:
     chain.add_argument("--log-dir", default=".")
     steps["row"].add_argument("name", choices=sorted(ROWS))
     steps["row"].add_argument("--epochs", type=int, default=1)
-    steps["row"].add_argument("--lr", type=float, default=1e-4)
+    steps["row"].add_argument("--lr", type=float, default=DEFAULT_LR)
+    steps["row"].add_argument("--ramp", type=float, default=DEFAULT_RAMP,
+                              help="sparse rows: fraction of the steps the sparsity ramps over")
+    steps["row"].add_argument("--freeze-embeddings", action="store_true",
+                              help="embedding tables fixed during recovery")
     steps["row"].add_argument("--eval-every", type=int, default=8192)
     steps["row"].add_argument("--latency-sentences", type=int, default=300)
     steps["row"].add_argument("--rounds", type=int, default=2)
@@ -420,6 +452,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--dev-limit", type=int, default=None)
         p.add_argument("--teacher", default=None,
                        help="a .keras teacher instead of the cached full-epoch fine-tune")
+        p.add_argument("--teacher-name", default=None,
+                       help="names --teacher's logits file and rows (default: a path hash)")
     args = parser.parse_args(argv)
     if args.step == "chain":
         return run_chain(args)
