@@ -57,6 +57,16 @@ def _no_graph_rewrites():
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _garbage_collector_tuned():
+    """The libraries' long-lived objects frozen out of every full collection, the young
+    generation collected less often (tests/_processes.py says why); after collection, so
+    the test modules' own imports are frozen too."""
+    from _processes import tune_garbage_collector
+
+    tune_garbage_collector()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _trace_once():
     """Each model's first `fit` / `evaluate` step traced once, not twice: Keras builds the
     optimizer and metric variables before tracing, as it does under a tf.distribute strategy

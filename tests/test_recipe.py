@@ -4,7 +4,7 @@ import json
 import os
 
 import pytest
-from _processes import GRAPPLER_OFF
+from _processes import PROCESS_PRELUDE
 
 from keras_bertopt import recipe, report
 from keras_bertopt.recipe.state import open_run
@@ -374,7 +374,7 @@ def test_recipe_trains_under_mirrored_strategy_on_two_cpu_devices(tmp_path):
     config = dict(MICRO, strategy="mirrored", prune={"enabled": False})
     out = str(tmp_path / "run")
     result = subprocess.run(
-        [sys.executable, "-c", GRAPPLER_OFF + MIRRORED_SCRIPT, out, json.dumps(config)],
+        [sys.executable, "-c", PROCESS_PRELUDE + MIRRORED_SCRIPT, out, json.dumps(config)],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
