@@ -1,7 +1,11 @@
 """Shared test set-up: TensorFlow backend, quiet logs, no network, the tiny model fixture."""
 
+import gc
 import os
 
+from _processes import GC_THRESHOLDS, tune_garbage_collector
+
+gc.set_threshold(*GC_THRESHOLDS)  # before the libraries' imports (tests/_processes.py)
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -61,9 +65,14 @@ def _garbage_collector_tuned():
     """The libraries' long-lived objects frozen out of every full collection, the young
     generation collected less often (tests/_processes.py says why); after collection, so
     the test modules' own imports are frozen too."""
-    from _processes import tune_garbage_collector
-
     tune_garbage_collector()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _earlier_files_frozen():
+    """As each test file starts: what earlier files left is collected, the rest frozen."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(scope="session", autouse=True)
