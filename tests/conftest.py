@@ -60,19 +60,12 @@ def _no_graph_rewrites():
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _garbage_collector_tuned():
-    """The libraries' long-lived objects frozen out of every full collection, the young
-    generation collected less often (tests/_processes.py says why); after collection, so
-    the test modules' own imports are frozen too."""
-    tune_garbage_collector()
-
-
 @pytest.fixture(scope="module", autouse=True)
-def _earlier_files_frozen():
-    """As each test file starts: what earlier files left is collected, the rest frozen."""
-    gc.collect()
-    gc.freeze()
+def _garbage_collector_tuned():
+    """As each test file starts (tests/_processes.py says why): the libraries' long-lived
+    objects, the test modules' imports and whatever earlier files left alive are collected
+    once and frozen out of every later full collection."""
+    tune_garbage_collector()
 
 
 @pytest.fixture(scope="session", autouse=True)
